@@ -1,0 +1,194 @@
+"""EmbeddingBag forward (sum / mean pooling) and its sparse gradient.
+
+Bags are in CSR form: bag ``b`` is ``indices[offsets[b]:offsets[b + 1]]``.
+The gradient is coalesced by a stable argsort of ``indices`` followed by a
+segment reduction, so each unique row is summed in increasing position order
+of its occurrences; ``embedding_update`` reuses the same code so that its
+fused updates see bitwise the same gradient rows.
+"""
+import numpy as np
+from numba import prange
+
+from ._numba import jit, pjit
+
+# Work (nnz * D) below which the serial kernels are used.
+PARALLEL_MIN_WORK = 32768
+# Unique rows handled per task in the parallel segment loop (one scratch
+# buffer per task); independent of the thread count.
+SEGMENT_CHUNK = 64
+
+
+# --------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------
+@jit
+def _pool_bag(out, b, weight, indices, offsets, psw, has_w, mean):
+    """Overwrite ``out[b]`` with the pooled bag ``b`` (sequential sum)."""
+    # out: (B, D)  weight: (V, D)  indices: (nnz,)  offsets: (B + 1,)
+    # psw: (nnz,) or (0,) when has_w is False
+    D = weight.shape[1]
+    s = offsets[b]
+    e = offsets[b + 1]
+    for d in range(D):
+        out[b, d] = 0
+    for k in range(s, e):
+        r = indices[k]
+        if has_w:
+            w = psw[k]
+            for d in range(D):
+                out[b, d] += w * weight[r, d]
+        else:
+            for d in range(D):
+                out[b, d] += weight[r, d]
+    if mean and e > s:
+        n = out.dtype.type(e - s)
+        for d in range(D):
+            out[b, d] = out[b, d] / n
+
+
+@jit
+def _forward_serial(out, weight, indices, offsets, psw, has_w, mean):
+    # out: (B, D)  weight: (V, D)  indices: (nnz,)  offsets: (B + 1,)  psw: (nnz,) | (0,)
+    for b in range(out.shape[0]):
+        _pool_bag(out, b, weight, indices, offsets, psw, has_w, mean)
+
+
+@pjit
+def _forward_parallel(out, weight, indices, offsets, psw, has_w, mean):
+    # out: (B, D)  weight: (V, D)  indices: (nnz,)  offsets: (B + 1,)  psw: (nnz,) | (0,)
+    for b in prange(out.shape[0]):
+        _pool_bag(out, b, weight, indices, offsets, psw, has_w, mean)
+
+
+def _weights_arg(per_sample_weights, dtype):
+    """(psw array of ``dtype``, has_w flag) for the kernels."""
+    if per_sample_weights is None:
+        return np.empty(0, dtype), False
+    return np.asarray(per_sample_weights, dtype=dtype), True
+
+
+def embedding_bag_forward(out, weight, indices, offsets, per_sample_weights, mean):
+    """Pool the bags of ``weight`` rows into ``out`` (overwritten).
+
+    out: (B, D), may be a strided view; weight: (V, D) float32/float64;
+    indices: (nnz,) int32/int64; offsets: (B + 1,) int64;
+    per_sample_weights: None or (nnz,); mean: bool (empty bag -> zeros).
+    """
+    B, D = out.shape
+    assert weight.shape[1] == D and offsets.shape[0] == B + 1
+    psw, has_w = _weights_arg(per_sample_weights, weight.dtype)
+    if indices.shape[0] * D < PARALLEL_MIN_WORK:
+        _forward_serial(out, weight, indices, offsets, psw, has_w, bool(mean))
+    else:
+        _forward_parallel(out, weight, indices, offsets, psw, has_w, bool(mean))
+
+
+# --------------------------------------------------------------------------
+# gradient: coalescing + segment reduction (shared with embedding_update)
+# --------------------------------------------------------------------------
+@jit
+def coalesce(indices, offsets, psw, has_w, mean, coef, bag):
+    """Group the occurrences of each unique row, in position order.
+
+    Fills ``bag[k]`` (bag of position k) and ``coef[k]`` (scale of
+    ``dout[bag[k]]`` for position k: weight, divided by the bag length when
+    ``mean``).  Returns ``perm`` (stable argsort of indices) and ``seg``
+    (U + 1,): the occurrences of unique row u are ``perm[seg[u]:seg[u + 1]]``.
+    """
+    # indices: (nnz,)  offsets: (B + 1,)  psw: (nnz,) | (0,)  coef: (nnz,)  bag: (nnz,)
+    one = coef.dtype.type(1)
+    for b in range(offsets.shape[0] - 1):
+        s = offsets[b]
+        e = offsets[b + 1]
+        n = coef.dtype.type(e - s)
+        for k in range(s, e):
+            bag[k] = b
+            c = psw[k] if has_w else one
+            if mean:
+                c = c / n
+            coef[k] = c
+    nnz = indices.shape[0]
+    perm = np.argsort(indices, kind="mergesort")
+    seg = np.empty(nnz + 1, np.int64)
+    U = 0
+    for t in range(nnz):
+        if t == 0 or indices[perm[t]] != indices[perm[t - 1]]:
+            seg[U] = t
+            U += 1
+    seg[U] = nnz
+    return perm, seg[: U + 1]
+
+
+@jit
+def segment_grad(g, u, perm, seg, bag, coef, dout):
+    """g = gradient row of unique row u, summed in position order."""
+    # g: (D,)  perm: (nnz,)  seg: (U + 1,)  bag: (nnz,)  coef: (nnz,)  dout: (B, D)
+    D = g.shape[0]
+    for d in range(D):
+        g[d] = 0
+    for t in range(seg[u], seg[u + 1]):
+        k = perm[t]
+        b = bag[k]
+        c = coef[k]
+        for d in range(D):
+            g[d] += c * dout[b, d]
+
+
+@jit
+def _grad_rows(rows, values, indices, perm, seg, bag, coef, dout, lo, hi):
+    # rows: (U,)  values: (U, D)  indices: (nnz,)  dout: (B, D)
+    for u in range(lo, hi):
+        rows[u] = indices[perm[seg[u]]]
+        segment_grad(values[u], u, perm, seg, bag, coef, dout)
+
+
+@jit
+def _grad_serial(rows, values, indices, perm, seg, bag, coef, dout):
+    # rows: (U,)  values: (U, D)
+    _grad_rows(rows, values, indices, perm, seg, bag, coef, dout, 0, rows.shape[0])
+
+
+@pjit
+def _grad_parallel(rows, values, indices, perm, seg, bag, coef, dout):
+    # rows: (U,)  values: (U, D)
+    U = rows.shape[0]
+    nchunks = (U + SEGMENT_CHUNK - 1) // SEGMENT_CHUNK
+    for c in prange(nchunks):
+        lo = c * SEGMENT_CHUNK
+        hi = min(lo + SEGMENT_CHUNK, U)
+        _grad_rows(rows, values, indices, perm, seg, bag, coef, dout, lo, hi)
+
+
+def prepare(dout, indices, offsets, per_sample_weights, mean, dtype):
+    """Coalesce the occurrences; returns (dout, perm, seg, bag, coef) in ``dtype``."""
+    nnz = indices.shape[0]
+    dout = np.asarray(dout, dtype=dtype)
+    psw, has_w = _weights_arg(per_sample_weights, dtype)
+    coef = np.empty(nnz, dtype)
+    bag = np.empty(nnz, np.int64)
+    perm, seg = coalesce(indices, offsets, psw, has_w, bool(mean), coef, bag)
+    return dout, perm, seg, bag, coef
+
+
+def embedding_bag_grad(dout, indices, offsets, per_sample_weights, mean, num_rows):
+    """Sparse gradient of ``sum(dout * pooled)`` wrt the table.
+
+    dout: (B, D), may be strided; indices: (nnz,); offsets: (B + 1,) int64;
+    per_sample_weights: None or (nnz,); mean: bool; num_rows: V.
+    Returns ``rows`` (U,) int64 sorted unique ids and ``values`` (U, D) in
+    dout's dtype, each row summed in increasing position order.
+    """
+    B, D = dout.shape
+    assert offsets.shape[0] == B + 1
+    dout, perm, seg, bag, coef = prepare(
+        dout, indices, offsets, per_sample_weights, mean, dout.dtype)
+    U = seg.shape[0] - 1
+    rows = np.empty(U, np.int64)
+    values = np.empty((U, D), dout.dtype)
+    if U:
+        assert 0 <= indices[perm[0]] and indices[perm[-1]] < num_rows
+    if indices.shape[0] * D < PARALLEL_MIN_WORK:
+        _grad_serial(rows, values, indices, perm, seg, bag, coef, dout)
+    else:
+        _grad_parallel(rows, values, indices, perm, seg, bag, coef, dout)
+    return rows, values

@@ -1,0 +1,127 @@
+"""Fused embedding backward + sparse optimizer step.
+
+No dense (V, D) gradient is formed: the occurrences are coalesced by a stable
+argsort of ``indices`` and each unique row's gradient is segment-reduced in
+position order (bitwise the rows ``embedding_bag_grad`` returns), then the
+optimizer updates that row once.  Rows not looked up are never touched.
+Arithmetic is done in the weight dtype; ``lr`` and ``eps`` are cast to it.
+"""
+import math
+
+import numpy as np
+from numba import prange
+
+from ._numba import jit, pjit
+from .embedding_bag import PARALLEL_MIN_WORK, SEGMENT_CHUNK, prepare, segment_grad
+
+SGD = 0
+ADAGRAD = 1
+ROWWISE_ADAGRAD = 2
+
+
+@jit
+def _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
+                 lr, eps, lo, hi):
+    """Apply the update of optimizer ``opt`` to unique rows lo..hi-1."""
+    # weight: (V, D)  state: (V, D) | (0, D)  rowstate: (V,) | (0,)
+    # indices: (nnz,)  perm: (nnz,)  seg: (U + 1,)  bag: (nnz,)  coef: (nnz,)  dout: (B, D)
+    D = weight.shape[1]
+    g = np.empty(D, weight.dtype)
+    Df = weight.dtype.type(D)
+    for u in range(lo, hi):
+        r = indices[perm[seg[u]]]
+        segment_grad(g, u, perm, seg, bag, coef, dout)
+        if opt == SGD:
+            for d in range(D):
+                weight[r, d] -= lr * g[d]
+        elif opt == ADAGRAD:
+            for d in range(D):
+                s = state[r, d] + g[d] * g[d]
+                state[r, d] = s
+                weight[r, d] -= lr * g[d] / (math.sqrt(s) + eps)
+        else:
+            acc = weight.dtype.type(0)
+            for d in range(D):
+                acc += g[d] * g[d]
+            s = rowstate[r] + acc / Df
+            rowstate[r] = s
+            den = math.sqrt(s) + eps
+            for d in range(D):
+                weight[r, d] -= lr * g[d] / den
+
+
+@jit
+def _update_serial(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
+                   lr, eps):
+    # weight: (V, D)  state: (V, D) | (0, D)  rowstate: (V,) | (0,)
+    U = seg.shape[0] - 1
+    _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
+                 lr, eps, 0, U)
+
+
+@pjit
+def _update_parallel(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
+                     lr, eps):
+    # weight: (V, D)  state: (V, D) | (0, D)  rowstate: (V,) | (0,)
+    U = seg.shape[0] - 1
+    nchunks = (U + SEGMENT_CHUNK - 1) // SEGMENT_CHUNK
+    for c in prange(nchunks):
+        lo = c * SEGMENT_CHUNK
+        hi = min(lo + SEGMENT_CHUNK, U)
+        _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
+                     lr, eps, lo, hi)
+
+
+def _update(opt, weight, state, rowstate, dout, indices, offsets, per_sample_weights,
+            mean, lr, eps):
+    V, D = weight.shape
+    B = offsets.shape[0] - 1
+    assert dout.shape == (B, D)
+    dt = weight.dtype.type
+    dout, perm, seg, bag, coef = prepare(
+        dout, indices, offsets, per_sample_weights, mean, weight.dtype)
+    if seg.shape[0] == 1:
+        return
+    assert 0 <= indices[perm[0]] and indices[perm[-1]] < V
+    if state is None:
+        state = np.empty((0, D), weight.dtype)
+    if rowstate is None:
+        rowstate = np.empty(0, weight.dtype)
+    kernel = _update_serial if indices.shape[0] * D < PARALLEL_MIN_WORK else _update_parallel
+    kernel(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
+           dt(lr), dt(eps))
+
+
+def embedding_sgd_update(weight, dout, indices, offsets, per_sample_weights, mean, lr):
+    """In place ``weight[r] -= lr * g[r]`` for each looked-up row r.
+
+    weight: (V, D); dout: (B, D); indices: (nnz,); offsets: (B + 1,) int64;
+    per_sample_weights: None or (nnz,); mean: bool; lr: float.
+    """
+    _update(SGD, weight, None, None, dout, indices, offsets, per_sample_weights,
+            mean, lr, 0.0)
+
+
+def embedding_adagrad_update(weight, state, dout, indices, offsets, per_sample_weights,
+                             mean, lr, eps):
+    """In place Adagrad: ``state[r] += g**2; weight[r] -= lr * g / (sqrt(state[r]) + eps)``.
+
+    weight, state: (V, D) same dtype; dout: (B, D); indices: (nnz,);
+    offsets: (B + 1,) int64; per_sample_weights: None or (nnz,); mean: bool.
+    """
+    assert state.shape == weight.shape and state.dtype == weight.dtype
+    _update(ADAGRAD, weight, state, None, dout, indices, offsets, per_sample_weights,
+            mean, lr, eps)
+
+
+def embedding_rowwise_adagrad_update(weight, state, dout, indices, offsets,
+                                     per_sample_weights, mean, lr, eps):
+    """In place row-wise Adagrad: ``state[r] += mean_d(g**2)``; ``weight[r] -= lr * g / (sqrt(state[r]) + eps)``.
+
+    weight: (V, D); state: (V,) same dtype; dout: (B, D); indices: (nnz,);
+    offsets: (B + 1,) int64; per_sample_weights: None or (nnz,); mean: bool.
+    The mean over D sums g**2 sequentially over d, then divides by D.
+    """
+    assert state.shape == weight.shape[:1] and state.dtype == weight.dtype
+    _update(ROWWISE_ADAGRAD, weight, None, state, dout, indices, offsets,
+            per_sample_weights, mean, lr, eps)

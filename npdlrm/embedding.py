@@ -1,0 +1,122 @@
+"""Embedding tables with sum/mean bag pooling and sparse (touched-rows) gradients."""
+import numpy as np
+
+from . import kernels
+
+
+class SparseGrad:
+    """Gradient of one table: rows (U,) sorted unique ids, values (U, D)."""
+
+    def __init__(self, rows, values, num_rows):
+        self.rows, self.values, self.num_rows = rows, values, num_rows
+
+    @property
+    def shape(self):
+        return (self.num_rows, self.values.shape[1])
+
+    def to_dense(self):
+        """The (V, D) dense equivalent (small tables and tests only)."""
+        dense = np.zeros(self.shape, dtype=self.values.dtype)
+        dense[self.rows] = self.values
+        return dense
+
+    def __repr__(self):
+        return f"SparseGrad(rows={self.rows.size} of {self.num_rows}, dim={self.values.shape[1]})"
+
+
+def densify(grads):
+    """Dict of gradients with every SparseGrad replaced by its dense array."""
+    return {k: g.to_dense() if isinstance(g, SparseGrad) else g for k, g in grads.items()}
+
+
+class EmbeddingTable:
+    """One table, or one shard of it: weights, optimizer state and kernels together.
+
+    A shard holds rows [row_start, row_start + num_rows) and columns
+    [col_start, col_start + dim) of a (full_rows, full_dim) table; lookups take
+    shard-local row ids.
+    """
+
+    def __init__(self, num_rows, dim, dtype, row_start=0, col_start=0, full_shape=None):
+        self.weight = np.empty((num_rows, dim), dtype=dtype)  # (V, D)
+        self.row_start, self.col_start = row_start, col_start
+        self.full_shape = tuple(full_shape) if full_shape else (num_rows, dim)
+        self.state = None  # optimizer accumulator: (V, D) adagrad, (V,) row-wise
+        self.state_kind = None
+
+    @property
+    def num_rows(self):
+        return self.weight.shape[0]
+
+    @property
+    def dim(self):
+        return self.weight.shape[1]
+
+    def lookup(self, out, indices, offsets, per_sample_weights=None, mean=False):
+        """out: (B, D), may be a strided view; indices: (nnz,); offsets: (B+1,)."""
+        kernels.embedding_bag_forward(out, self.weight, indices, offsets, per_sample_weights, mean)
+
+    def grad(self, dout, indices, offsets, per_sample_weights=None, mean=False):
+        """dout: (B, D); returns the SparseGrad of this table."""
+        rows, values = kernels.embedding_bag_grad(
+            np.ascontiguousarray(dout), indices, offsets, per_sample_weights, mean, self.num_rows)
+        return SparseGrad(rows, values, self.num_rows)
+
+    def ensure_state(self, kind):
+        """Allocate (zeroed) optimizer state for kind, keeping existing state of that kind."""
+        if kind == self.state_kind:
+            return
+        if kind == "sgd":
+            self.state = None
+        elif kind == "adagrad":
+            self.state = np.zeros_like(self.weight)
+        elif kind == "rwsadagrad":
+            self.state = np.zeros(self.num_rows, dtype=self.weight.dtype)
+        else:
+            raise ValueError(f"sparse optimizer must be sgd, adagrad or rwsadagrad, got {kind!r}")
+        self.state_kind = kind
+
+    def update(self, kind, lr, eps, dout, indices, offsets, per_sample_weights=None, mean=False):
+        """Fused backward + optimizer on the touched rows; dout: (B, D)."""
+        self.ensure_state(kind)
+        dout = np.ascontiguousarray(dout)
+        if kind == "sgd":
+            kernels.embedding_sgd_update(self.weight, dout, indices, offsets,
+                                         per_sample_weights, mean, lr)
+        elif kind == "adagrad":
+            kernels.embedding_adagrad_update(self.weight, self.state, dout, indices, offsets,
+                                             per_sample_weights, mean, lr, eps)
+        else:
+            kernels.embedding_rowwise_adagrad_update(self.weight, self.state, dout, indices,
+                                                     offsets, per_sample_weights, mean, lr, eps)
+
+
+class EmbeddingBagCollection:
+    """T tables of width D, one bag per sample per table."""
+
+    def __init__(self, table_sizes, dim, dtype, pooling="sum"):
+        self.tables = [EmbeddingTable(int(v), dim, dtype) for v in table_sizes]
+        self.dim, self.mean = dim, pooling == "mean"
+
+    def __len__(self):
+        return len(self.tables)
+
+    def forward(self, out, batch):
+        """out: (B, T, D), e.g. a view of the interaction input; filled with pooled bags."""
+        for k, table in enumerate(self.tables):
+            table.lookup(out[:, k, :], batch.indices[k], batch.offsets[k],
+                         batch.weights_of(k), self.mean)
+
+    def grads(self, dout, batch):
+        """dout: (B, T, D); returns one SparseGrad per table."""
+        per_table = np.ascontiguousarray(dout.transpose(1, 0, 2))  # (T, B, D)
+        return [table.grad(per_table[k], batch.indices[k], batch.offsets[k],
+                           batch.weights_of(k), self.mean)
+                for k, table in enumerate(self.tables)]
+
+    def update(self, kind, lr, eps, dout, batch):
+        """dout: (B, T, D), may be a view; fused sparse update of every table."""
+        per_table = np.ascontiguousarray(dout.transpose(1, 0, 2))  # (T, B, D): one copy
+        for k, table in enumerate(self.tables):
+            table.update(kind, lr, eps, per_table[k], batch.indices[k], batch.offsets[k],
+                         batch.weights_of(k), self.mean)

@@ -1,0 +1,28 @@
+"""Linear layer y = x @ W.T + b, optionally fused with a ReLU on its output."""
+import numpy as np
+
+from . import kernels
+
+
+def linear_forward(x, weight, bias, relu=False):
+    """x: (B, n); weight: (m, n); bias: (m,); returns y: (B, m) (ReLU'd if relu)."""
+    y = np.matmul(x, weight.T)
+    if relu:
+        kernels.bias_relu_forward(y, bias)
+    else:
+        kernels.bias_forward(y, bias)
+    return y
+
+
+def linear_backward(dweight, dbias, dy, x, weight, y=None, need_dx=True):
+    """Adds into dweight: (m, n) and dbias: (m,).
+
+    dy: (B, m) contiguous, overwritten when y is given (the ReLU output: (B, m));
+    x: (B, n) the forward input. Returns dx: (B, n), or None when need_dx is False.
+    """
+    if y is not None:
+        kernels.relu_bias_backward(dbias, dy, y)
+    else:
+        kernels.bias_backward(dbias, dy)
+    dweight += dy.T @ x
+    return dy @ weight if need_dx else None

@@ -1,0 +1,66 @@
+"""A stack of Linear layers with ReLU, fused bias+ReLU on the hot path."""
+import numpy as np
+
+from .linear import linear_backward, linear_forward
+
+
+class MLP:
+    """Linear layers sized by `sizes`; ReLU after every layer, or all but the last.
+
+    Parameters live in a FlatParams under `{prefix}.{i}.weight` ([out, in]) and
+    `{prefix}.{i}.bias`; gradients are added into its grad buffer.
+    """
+
+    def __init__(self, sizes, relu_last, params, prefix):
+        self.sizes = tuple(sizes)
+        self.relu_last = relu_last
+        self.params = params
+        n = len(self.sizes) - 1
+        self.names = [(f"{prefix}.{i}.weight", f"{prefix}.{i}.bias") for i in range(n)]
+        self.relu = [i < n - 1 or relu_last for i in range(n)]
+        self._inputs = None  # per layer: its input (B, in)
+        self._outputs = None  # per layer: its output (B, out)
+
+    @staticmethod
+    def param_specs(sizes, prefix):
+        specs = []
+        for i in range(len(sizes) - 1):
+            specs.append((f"{prefix}.{i}.weight", (sizes[i + 1], sizes[i])))
+            specs.append((f"{prefix}.{i}.bias", (sizes[i + 1],)))
+        return specs
+
+    def layers(self):
+        """[(weight, bias)] views, in order."""
+        v = self.params.views
+        return [(v[w], v[b]) for w, b in self.names]
+
+    def forward(self, x, keep=True):
+        """x: (B, sizes[0]); returns (B, sizes[-1]). keep: remember what backward needs."""
+        inputs, outputs = [], []
+        h = x
+        for (wname, bname), relu in zip(self.names, self.relu):
+            w, b = self.params.views[wname], self.params.views[bname]
+            y = linear_forward(h, w, b, relu)
+            inputs.append(h)
+            outputs.append(y)
+            h = y
+        if keep:
+            self._inputs, self._outputs = inputs, outputs
+        return h
+
+    def backward(self, dy, need_dx=True):
+        """dy: (B, sizes[-1]), consumed (modified in place); adds parameter grads.
+
+        Returns dx: (B, sizes[0]), or None when need_dx is False.
+        """
+        if self._inputs is None:
+            raise RuntimeError("MLP.backward called without a kept forward pass")
+        dy = np.ascontiguousarray(dy)
+        v, g = self.params.views, self.params.grads
+        for i in range(len(self.names) - 1, -1, -1):
+            wname, bname = self.names[i]
+            y = self._outputs[i] if self.relu[i] else None
+            dy = linear_backward(g[wname], g[bname], dy, self._inputs[i], v[wname],
+                                 y=y, need_dx=i > 0 or need_dx)
+        self._inputs = self._outputs = None
+        return dy if need_dx else None

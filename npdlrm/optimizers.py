@@ -1,0 +1,68 @@
+"""Optimizers: sparse (embedding tables) and dense (MLPs), with the LR policy.
+
+The Optimizer holds hyper-parameters and the step counter; the state arrays live
+with what they update (FlatParams.state for dense, EmbeddingTable.state for rows).
+"""
+import numpy as np
+
+from .lr_policy import LRPolicy
+
+SPARSE_KINDS = ("sgd", "adagrad", "rwsadagrad")
+DENSE_KINDS = ("sgd", "adagrad", "adam")
+DENSE_DEFAULT = {"sgd": "sgd", "adagrad": "adagrad", "rwsadagrad": "adagrad"}
+
+
+class Optimizer:
+    """name: 'sgd' | 'adagrad' | 'rwsadagrad' for the tables (and, as in the reference,
+    the MLPs: row-wise Adagrad's dense counterpart is Adagrad); dense: override the
+    MLPs' optimizer ('sgd' | 'adagrad' | 'adam').
+    """
+
+    def __init__(self, name="sgd", lr=0.01, dense=None, eps=1e-10,
+                 adam_betas=(0.9, 0.999), adam_eps=1e-8,
+                 num_warmup_steps=0, decay_start_step=0, num_decay_steps=0):
+        if name not in SPARSE_KINDS:
+            raise ValueError(f"optimizer must be one of {SPARSE_KINDS}, got {name!r}")
+        dense = dense or DENSE_DEFAULT[name]
+        if dense not in DENSE_KINDS:
+            raise ValueError(f"dense optimizer must be one of {DENSE_KINDS}, got {dense!r}")
+        if not eps > 0 or not adam_eps > 0:
+            raise ValueError(f"eps must be positive, got {eps} / {adam_eps}")
+        self.sparse, self.dense = name, dense
+        self.eps, self.adam_betas, self.adam_eps = float(eps), tuple(adam_betas), float(adam_eps)
+        self.policy = LRPolicy(lr, num_warmup_steps, decay_start_step, num_decay_steps)
+        self.step_count = 0  # completed steps
+
+    @property
+    def lr(self):
+        """The learning rate of the next step."""
+        return self.policy(self.step_count)
+
+    def step_dense(self, params, lr):
+        """Update FlatParams `params` from its grad buffer (one flat op each)."""
+        p, g, state = params.data, params.grad, params.state
+        if self.dense == "sgd":
+            p -= lr * g
+        elif self.dense == "adagrad":
+            acc = _state(state, "adagrad.sum", p)
+            acc += g * g
+            p -= lr * g / (np.sqrt(acc) + self.eps)
+        else:
+            b1, b2 = self.adam_betas
+            m, v = _state(state, "adam.m", p), _state(state, "adam.v", p)
+            t = self.step_count + 1
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            denom = np.sqrt(v) / np.sqrt(1 - b2 ** t) + self.adam_eps
+            p -= (lr / (1 - b1 ** t)) * m / denom
+
+    def finish_step(self):
+        self.step_count += 1
+
+
+def _state(state, key, like):
+    if key not in state:
+        state[key] = np.zeros_like(like)
+    return state[key]

@@ -1,0 +1,35 @@
+"""Dense parameters in one flat buffer (one allreduce per step later)."""
+import numpy as np
+
+
+class FlatParams:
+    """Named dense tensors stored as views into one flat array, with a twin for grads.
+
+    specs: sequence of (name, shape). `data`/`grad` are the flat buffers;
+    `views[name]` and `grads[name]` are the shaped views.
+    """
+
+    def __init__(self, specs, dtype):
+        self.dtype = np.dtype(dtype)
+        self.names = [name for name, _ in specs]
+        self.shapes = {name: tuple(shape) for name, shape in specs}
+        total = sum(int(np.prod(s)) for s in self.shapes.values())
+        self.data = np.zeros(total, dtype=self.dtype)
+        self.grad = np.zeros(total, dtype=self.dtype)
+        self.state = {}  # dense optimizer state: name -> flat array like data
+        self.views, self.grads, self.slices = {}, {}, {}
+        start = 0
+        for name in self.names:
+            shape = self.shapes[name]
+            stop = start + int(np.prod(shape))
+            self.slices[name] = slice(start, stop)
+            self.views[name] = self.data[start:stop].reshape(shape)
+            self.grads[name] = self.grad[start:stop].reshape(shape)
+            start = stop
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def zero_grad(self):
+        self.grad.fill(0)
