@@ -16,48 +16,70 @@ PARALLEL_MIN_WORK = 32768
 # Unique rows handled per task in the parallel segment loop (one scratch
 # buffer per task); independent of the thread count.
 SEGMENT_CHUNK = 64
+# Bags per task in the parallel forward.
+BAG_CHUNK = 64
+# Stable argsort of the indices: radix sort from this length on.
+RADIX_MIN_N = 512
+RADIX_BITS = 11
 
 
 # --------------------------------------------------------------------------
 # forward
 # --------------------------------------------------------------------------
 @jit
-def _pool_bag(out, b, weight, indices, offsets, psw, has_w, mean):
-    """Overwrite ``out[b]`` with the pooled bag ``b`` (sequential sum)."""
+def _pool_bags(out, weight, indices, offsets, psw, has_w, mean, lo, hi):
+    """Overwrite ``out[b]`` with the pooled bag b, for b in lo..hi-1.
+
+    The sum runs sequentially in bag order, starting from the first row.
+    """
     # out: (B, D)  weight: (V, D)  indices: (nnz,)  offsets: (B + 1,)
     # psw: (nnz,) or (0,) when has_w is False
     D = weight.shape[1]
-    s = offsets[b]
-    e = offsets[b + 1]
-    for d in range(D):
-        out[b, d] = 0
-    for k in range(s, e):
-        r = indices[k]
-        if has_w:
-            w = psw[k]
+    for b in range(lo, hi):
+        s = offsets[b]
+        e = offsets[b + 1]
+        if e == s:
             for d in range(D):
-                out[b, d] += w * weight[r, d]
+                out[b, d] = 0
+            continue
+        r = indices[s]
+        if has_w:
+            w = psw[s]
+            for d in range(D):
+                out[b, d] = w * weight[r, d]
+            for k in range(s + 1, e):
+                r = indices[k]
+                w = psw[k]
+                for d in range(D):
+                    out[b, d] += w * weight[r, d]
         else:
             for d in range(D):
-                out[b, d] += weight[r, d]
-    if mean and e > s:
-        n = out.dtype.type(e - s)
-        for d in range(D):
-            out[b, d] = out[b, d] / n
+                out[b, d] = weight[r, d]
+            for k in range(s + 1, e):
+                r = indices[k]
+                for d in range(D):
+                    out[b, d] += weight[r, d]
+        if mean:
+            n = out.dtype.type(e - s)
+            for d in range(D):
+                out[b, d] = out[b, d] / n
 
 
 @jit
 def _forward_serial(out, weight, indices, offsets, psw, has_w, mean):
     # out: (B, D)  weight: (V, D)  indices: (nnz,)  offsets: (B + 1,)  psw: (nnz,) | (0,)
-    for b in range(out.shape[0]):
-        _pool_bag(out, b, weight, indices, offsets, psw, has_w, mean)
+    _pool_bags(out, weight, indices, offsets, psw, has_w, mean, 0, out.shape[0])
 
 
 @pjit
 def _forward_parallel(out, weight, indices, offsets, psw, has_w, mean):
     # out: (B, D)  weight: (V, D)  indices: (nnz,)  offsets: (B + 1,)  psw: (nnz,) | (0,)
-    for b in prange(out.shape[0]):
-        _pool_bag(out, b, weight, indices, offsets, psw, has_w, mean)
+    B = out.shape[0]
+    nchunks = (B + BAG_CHUNK - 1) // BAG_CHUNK
+    for c in prange(nchunks):
+        lo = c * BAG_CHUNK
+        _pool_bags(out, weight, indices, offsets, psw, has_w, mean, lo,
+                   min(lo + BAG_CHUNK, B))
 
 
 def _weights_arg(per_sample_weights, dtype):
@@ -87,6 +109,74 @@ def embedding_bag_forward(out, weight, indices, offsets, per_sample_weights, mea
 # gradient: coalescing + segment reduction (shared with embedding_update)
 # --------------------------------------------------------------------------
 @jit
+def _stable_argsort(indices):
+    """Stable argsort of indices: returns (perm, sorted_keys), both int64.
+
+    LSD radix sort (11-bit digits) for non-negative indices; for short
+    inputs a sort of the unique keys ``index * n + position``; a merge
+    argsort for negative ids.  All give the same permutation.
+    """
+    # indices: (n,)
+    n = indices.shape[0]
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    lo = indices[0]
+    hi = indices[0]
+    for k in range(n):
+        if indices[k] < lo:
+            lo = indices[k]
+        if indices[k] > hi:
+            hi = indices[k]
+    if lo < 0:
+        perm = np.argsort(indices, kind="mergesort").astype(np.int64)
+        keys = np.empty(n, np.int64)
+        for t in range(n):
+            keys[t] = indices[perm[t]]
+        return perm, keys
+    hi64 = np.int64(hi)
+    if n < RADIX_MIN_N and hi64 < (np.int64(1) << 62) // n:
+        key = np.empty(n, np.int64)
+        for k in range(n):
+            key[k] = np.int64(indices[k]) * n + k
+        key.sort()
+        perm = np.empty(n, np.int64)
+        for t in range(n):
+            perm[t] = key[t] % n
+            key[t] = key[t] // n
+        return perm, key
+    keys = np.empty(n, np.int64)
+    perm = np.empty(n, np.int64)
+    for k in range(n):
+        keys[k] = indices[k]
+        perm[k] = k
+    tkeys = np.empty(n, np.int64)
+    tperm = np.empty(n, np.int64)
+    nb = 1 << RADIX_BITS
+    mask = np.int64(nb - 1)
+    count = np.empty(nb, np.int64)
+    shift = 0
+    while (hi64 >> shift) > 0:
+        count[:] = 0
+        for t in range(n):
+            count[(keys[t] >> shift) & mask] += 1
+        tot = 0
+        for i in range(nb):
+            c = count[i]
+            count[i] = tot
+            tot += c
+        for t in range(n):
+            dgt = (keys[t] >> shift) & mask
+            pos = count[dgt]
+            count[dgt] = pos + 1
+            tkeys[pos] = keys[t]
+            tperm[pos] = perm[t]
+        keys, tkeys = tkeys, keys
+        perm, tperm = tperm, perm
+        shift += RADIX_BITS
+    return perm, keys
+
+
+@jit
 def coalesce(indices, offsets, psw, has_w, mean, coef, bag):
     """Group the occurrences of each unique row, in position order.
 
@@ -108,11 +198,11 @@ def coalesce(indices, offsets, psw, has_w, mean, coef, bag):
                 c = c / n
             coef[k] = c
     nnz = indices.shape[0]
-    perm = np.argsort(indices, kind="mergesort")
+    perm, keys = _stable_argsort(indices)
     seg = np.empty(nnz + 1, np.int64)
     U = 0
     for t in range(nnz):
-        if t == 0 or indices[perm[t]] != indices[perm[t - 1]]:
+        if t == 0 or keys[t] != keys[t - 1]:
             seg[U] = t
             U += 1
     seg[U] = nnz
@@ -120,18 +210,27 @@ def coalesce(indices, offsets, psw, has_w, mean, coef, bag):
 
 
 @jit
-def segment_grad(g, u, perm, seg, bag, coef, dout):
-    """g = gradient row of unique row u, summed in position order."""
-    # g: (D,)  perm: (nnz,)  seg: (U + 1,)  bag: (nnz,)  coef: (nnz,)  dout: (B, D)
-    D = g.shape[0]
-    for d in range(D):
-        g[d] = 0
-    for t in range(seg[u], seg[u + 1]):
+def segment_grad(G, lo, hi, perm, seg, bag, coef, dout):
+    """G[u - lo] = gradient row of unique row u, for u in lo..hi-1.
+
+    Each row is summed in increasing position order of its occurrences.
+    """
+    # G: (>= hi - lo, D)  perm: (nnz,)  seg: (U + 1,)  bag: (nnz,)  coef: (nnz,)  dout: (B, D)
+    D = G.shape[1]
+    for u in range(lo, hi):
+        i = u - lo
+        t = seg[u]
         k = perm[t]
         b = bag[k]
         c = coef[k]
         for d in range(D):
-            g[d] += c * dout[b, d]
+            G[i, d] = c * dout[b, d]
+        for t in range(seg[u] + 1, seg[u + 1]):
+            k = perm[t]
+            b = bag[k]
+            c = coef[k]
+            for d in range(D):
+                G[i, d] += c * dout[b, d]
 
 
 @jit
@@ -139,7 +238,7 @@ def _grad_rows(rows, values, indices, perm, seg, bag, coef, dout, lo, hi):
     # rows: (U,)  values: (U, D)  indices: (nnz,)  dout: (B, D)
     for u in range(lo, hi):
         rows[u] = indices[perm[seg[u]]]
-        segment_grad(values[u], u, perm, seg, bag, coef, dout)
+    segment_grad(values[lo:hi], lo, hi, perm, seg, bag, coef, dout)
 
 
 @jit

@@ -21,33 +21,35 @@ ROWWISE_ADAGRAD = 2
 
 @jit
 def _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
-                 lr, eps, lo, hi):
+                 lr, eps, G, lo, hi):
     """Apply the update of optimizer ``opt`` to unique rows lo..hi-1."""
     # weight: (V, D)  state: (V, D) | (0, D)  rowstate: (V,) | (0,)
     # indices: (nnz,)  perm: (nnz,)  seg: (U + 1,)  bag: (nnz,)  coef: (nnz,)  dout: (B, D)
+    # G: (>= hi - lo, D) scratch for the gradient rows
     D = weight.shape[1]
-    g = np.empty(D, weight.dtype)
     Df = weight.dtype.type(D)
+    segment_grad(G, lo, hi, perm, seg, bag, coef, dout)
     for u in range(lo, hi):
         r = indices[perm[seg[u]]]
-        segment_grad(g, u, perm, seg, bag, coef, dout)
+        i = u - lo
         if opt == SGD:
             for d in range(D):
-                weight[r, d] -= lr * g[d]
+                weight[r, d] -= lr * G[i, d]
         elif opt == ADAGRAD:
             for d in range(D):
-                s = state[r, d] + g[d] * g[d]
+                g = G[i, d]
+                s = state[r, d] + g * g
                 state[r, d] = s
-                weight[r, d] -= lr * g[d] / (math.sqrt(s) + eps)
+                weight[r, d] -= lr * g / (math.sqrt(s) + eps)
         else:
-            acc = weight.dtype.type(0)
-            for d in range(D):
-                acc += g[d] * g[d]
+            acc = G[i, 0] * G[i, 0]
+            for d in range(1, D):
+                acc += G[i, d] * G[i, d]
             s = rowstate[r] + acc / Df
             rowstate[r] = s
             den = math.sqrt(s) + eps
             for d in range(D):
-                weight[r, d] -= lr * g[d] / den
+                weight[r, d] -= lr * G[i, d] / den
 
 
 @jit
@@ -55,8 +57,10 @@ def _update_serial(weight, state, rowstate, opt, indices, perm, seg, bag, coef, 
                    lr, eps):
     # weight: (V, D)  state: (V, D) | (0, D)  rowstate: (V,) | (0,)
     U = seg.shape[0] - 1
-    _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
-                 lr, eps, 0, U)
+    G = np.empty((SEGMENT_CHUNK, weight.shape[1]), weight.dtype)
+    for lo in range(0, U, SEGMENT_CHUNK):
+        _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
+                     lr, eps, G, lo, min(lo + SEGMENT_CHUNK, U))
 
 
 @pjit
@@ -66,17 +70,17 @@ def _update_parallel(weight, state, rowstate, opt, indices, perm, seg, bag, coef
     U = seg.shape[0] - 1
     nchunks = (U + SEGMENT_CHUNK - 1) // SEGMENT_CHUNK
     for c in prange(nchunks):
+        G = np.empty((SEGMENT_CHUNK, weight.shape[1]), weight.dtype)
         lo = c * SEGMENT_CHUNK
-        hi = min(lo + SEGMENT_CHUNK, U)
         _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
-                     lr, eps, lo, hi)
+                     lr, eps, G, lo, min(lo + SEGMENT_CHUNK, U))
 
 
 def _update(opt, weight, state, rowstate, dout, indices, offsets, per_sample_weights,
             mean, lr, eps):
     V, D = weight.shape
     B = offsets.shape[0] - 1
-    assert dout.shape == (B, D)
+    assert D > 0 and dout.shape == (B, D)
     dt = weight.dtype.type
     dout, perm, seg, bag, coef = prepare(
         dout, indices, offsets, per_sample_weights, mean, weight.dtype)

@@ -34,53 +34,73 @@ def pair_indices(F, self_interaction):
 # forward
 # --------------------------------------------------------------------------
 @jit
-def _fwd_samples(out, T, s, Tt, z, lo, hi):
-    """out[b] for b in lo..hi-1."""
-    # out: (B, D + P)  T: (B, F, D)  Tt: (D, F) scratch  z: (F,) scratch
+def _load_chunk(X, T, lo, hi):
+    """X[f, d, q] = T[lo + q, f, d]; lanes q >= hi - lo are zeroed."""
+    # X: (F, D, BATCH_CHUNK) scratch  T: (B, F, D)
     F = T.shape[1]
     D = T.shape[2]
-    for b in range(lo, hi):
+    nq = hi - lo
+    if nq < BATCH_CHUNK:
+        for f in range(F):
+            for d in range(D):
+                for q in range(nq, BATCH_CHUNK):
+                    X[f, d, q] = 0
+    for q in range(nq):
+        for f in range(F):
+            for d in range(D):
+                X[f, d, q] = T[lo + q, f, d]
+
+
+@jit
+def _fwd_chunk(out, T, s, X, Z, lo, hi):
+    """out[b] for the samples b in lo..hi-1 (at most BATCH_CHUNK).
+
+    The samples are vectorized along the last axis of the scratch; each z is
+    still summed sequentially over d.
+    """
+    # out: (B, D + P)  T: (B, F, D)  X: (F, D, BATCH_CHUNK)  Z: (P, BATCH_CHUNK)
+    F = T.shape[1]
+    D = T.shape[2]
+    P = Z.shape[0]
+    _load_chunk(X, T, lo, hi)
+    for p in range(P):
+        for q in range(BATCH_CHUNK):
+            Z[p, q] = 0
+    for d in range(D):
+        p = 0
+        for i in range(F):
+            for j in range(i + s):
+                for q in range(BATCH_CHUNK):
+                    Z[p, q] += X[i, d, q] * X[j, d, q]
+                p += 1
+    for q in range(hi - lo):
+        b = lo + q
         for d in range(D):
             out[b, d] = T[b, 0, d]
-        for j in range(F):
-            for d in range(D):
-                Tt[d, j] = T[b, j, d]
-        p = D
-        for i in range(F):
-            n = i + s
-            for j in range(n):
-                z[j] = 0
-            for d in range(D):
-                t = T[b, i, d]
-                for j in range(n):
-                    z[j] += t * Tt[d, j]
-            for j in range(n):
-                out[b, p + j] = z[j]
-            p += n
+        for p in range(P):
+            out[b, D + p] = Z[p, q]
 
 
 @jit
 def _fwd_serial(out, T, s):
     # out: (B, D + P)  T: (B, F, D)
-    F = T.shape[1]
-    D = T.shape[2]
-    Tt = np.empty((D, F), T.dtype)
-    z = np.empty(F, T.dtype)
-    _fwd_samples(out, T, s, Tt, z, 0, T.shape[0])
+    B, F, D = T.shape
+    X = np.empty((F, D, BATCH_CHUNK), T.dtype)
+    Z = np.empty((out.shape[1] - D, BATCH_CHUNK), T.dtype)
+    for lo in range(0, B, BATCH_CHUNK):
+        _fwd_chunk(out, T, s, X, Z, lo, min(lo + BATCH_CHUNK, B))
 
 
 @pjit
 def _fwd_parallel(out, T, s):
     # out: (B, D + P)  T: (B, F, D)
-    B = T.shape[0]
-    F = T.shape[1]
-    D = T.shape[2]
+    B, F, D = T.shape
     nchunks = (B + BATCH_CHUNK - 1) // BATCH_CHUNK
     for c in prange(nchunks):
-        Tt = np.empty((D, F), T.dtype)
-        z = np.empty(F, T.dtype)
+        X = np.empty((F, D, BATCH_CHUNK), T.dtype)
+        Z = np.empty((out.shape[1] - D, BATCH_CHUNK), T.dtype)
         lo = c * BATCH_CHUNK
-        _fwd_samples(out, T, s, Tt, z, lo, min(lo + BATCH_CHUNK, B))
+        _fwd_chunk(out, T, s, X, Z, lo, min(lo + BATCH_CHUNK, B))
 
 
 def dot_interaction_forward(out, T, self_interaction):
@@ -102,58 +122,76 @@ def dot_interaction_forward(out, T, self_interaction):
 # backward
 # --------------------------------------------------------------------------
 @jit
-def _bwd_samples(dT, dout, T, s, G, lo, hi):
-    """dT[b] for b in lo..hi-1.
+def _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, hi):
+    """dT[b] for the samples b in lo..hi-1 (at most BATCH_CHUNK).
 
-    dT[b, i, d] = [i == 0] dout[b, d] + sum_j G[i, j] * T[b, j, d], j increasing,
-    with G the symmetric pair-gradient matrix (diagonal 2 * dz(i, i)).
+    dT[b, i, d] = [i == 0] dout[b, d] + sum_j g(i, j) * T[b, j, d], summed in
+    increasing j, where g(i, j) = g(j, i) = dz(pair (i, j)) and
+    g(i, i) = 2 dz(i, i) (self interaction only).
     """
-    # dT: (B, F, D)  dout: (B, D + P)  T: (B, F, D)  G: (F, F) scratch
+    # dT: (B, F, D)  dout: (B, D + P)  T: (B, F, D)
+    # X, dX: (F, D, BATCH_CHUNK)  GZ: (P, BATCH_CHUNK) scratch
     F = T.shape[1]
     D = T.shape[2]
-    for b in range(lo, hi):
-        p = D
+    P = GZ.shape[0]
+    nq = hi - lo
+    _load_chunk(X, T, lo, hi)
+    for p in range(P):
+        for q in range(nq, BATCH_CHUNK):
+            GZ[p, q] = 0
+    for q in range(nq):
+        for p in range(P):
+            GZ[p, q] = dout[lo + q, D + p]
+    if s:
         for i in range(F):
-            for j in range(i):
-                G[i, j] = dout[b, p]
-                G[j, i] = dout[b, p]
-                p += 1
-            if s:
-                G[i, i] = 2 * dout[b, p]
-                p += 1
+            p = i * (i + 1) // 2 + i
+            for q in range(BATCH_CHUNK):
+                GZ[p, q] = 2 * GZ[p, q]
+    for i in range(F):
+        for d in range(D):
+            for q in range(BATCH_CHUNK):
+                dX[i, d, q] = 0
+    for d in range(D):
+        for q in range(nq):
+            dX[0, d, q] = dout[lo + q, d]
+    for j in range(F):
         for i in range(F):
-            if i == 0:
-                for d in range(D):
-                    dT[b, 0, d] = dout[b, d]
-            else:
-                for d in range(D):
-                    dT[b, i, d] = 0
-            for j in range(F):
-                if j == i and not s:
-                    continue
-                g = G[i, j]
-                for d in range(D):
-                    dT[b, i, d] += g * T[b, j, d]
+            if i == j and not s:
+                continue
+            a = i if i > j else j
+            m = j if i > j else i
+            p = a * (a - 1 + 2 * s) // 2 + m  # pair (a, m), a >= m
+            for d in range(D):
+                for q in range(BATCH_CHUNK):
+                    dX[i, d, q] += GZ[p, q] * X[j, d, q]
+    for q in range(nq):
+        for i in range(F):
+            for d in range(D):
+                dT[lo + q, i, d] = dX[i, d, q]
 
 
 @jit
 def _bwd_serial(dT, dout, T, s):
     # dT: (B, F, D)  dout: (B, D + P)  T: (B, F, D)
-    F = T.shape[1]
-    G = np.empty((F, F), T.dtype)
-    _bwd_samples(dT, dout, T, s, G, 0, T.shape[0])
+    B, F, D = T.shape
+    X = np.empty((F, D, BATCH_CHUNK), T.dtype)
+    dX = np.empty((F, D, BATCH_CHUNK), T.dtype)
+    GZ = np.empty((dout.shape[1] - D, BATCH_CHUNK), T.dtype)
+    for lo in range(0, B, BATCH_CHUNK):
+        _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, min(lo + BATCH_CHUNK, B))
 
 
 @pjit
 def _bwd_parallel(dT, dout, T, s):
     # dT: (B, F, D)  dout: (B, D + P)  T: (B, F, D)
-    B = T.shape[0]
-    F = T.shape[1]
+    B, F, D = T.shape
     nchunks = (B + BATCH_CHUNK - 1) // BATCH_CHUNK
     for c in prange(nchunks):
-        G = np.empty((F, F), T.dtype)
+        X = np.empty((F, D, BATCH_CHUNK), T.dtype)
+        dX = np.empty((F, D, BATCH_CHUNK), T.dtype)
+        GZ = np.empty((dout.shape[1] - D, BATCH_CHUNK), T.dtype)
         lo = c * BATCH_CHUNK
-        _bwd_samples(dT, dout, T, s, G, lo, min(lo + BATCH_CHUNK, B))
+        _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, min(lo + BATCH_CHUNK, B))
 
 
 def dot_interaction_backward(dT, dout, T, self_interaction):

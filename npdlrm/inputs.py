@@ -61,9 +61,6 @@ def _bags(k, idx, off, B, num_rows):
         full[:B] = off
         full[B] = nnz
     elif off.shape[0] == B + 1:
-        if off[B] != nnz:
-            raise ValueError(f"table {k}: the last of B+1 offsets must equal the number of "
-                             f"indices {nnz}, got {off[B]}")
         full = off.astype(np.int64, copy=False)
     else:
         raise ValueError(f"table {k}: expected {B} offsets (bag starts) or {B + 1}, got "
@@ -77,6 +74,9 @@ def _bags(k, idx, off, B, num_rows):
                              f"of the {nnz} indices")
         raise ValueError(f"table {k}: offsets must be non-decreasing, got {full[pos - 1]} then "
                          f"{full[pos]} at position {pos}")
+    if full[B] != nnz:
+        raise ValueError(f"table {k}: the last of B+1 offsets must equal the number of "
+                         f"indices {nnz}, got {full[B]}")
     if status == BAD_INDEX:
         raise ValueError(f"table {k}: index {idx[pos]} at position {pos} is out of range "
                          f"[0, {num_rows})")
@@ -121,11 +121,17 @@ def _sample_weights(per_sample_weights, indices, dtype):
     return out
 
 
-def make_batch(config, dense, indices, offsets, labels=None, per_sample_weights=None):
+def make_batch(config, dense, indices, offsets, labels=None, per_sample_weights=None,
+               need_labels=False):
     """Check one batch against `config` (a DLRMConfig); returns a Batch or raises ValueError."""
     dtype = np.dtype(config.dtype)
     x = _dense(dense, config.num_dense, dtype)
     B, T = x.shape[0], config.num_tables
+    if need_labels:
+        if labels is None:
+            raise ValueError("labels are required for a training step or a loss")
+        if B == 0:
+            raise ValueError("the batch is empty (0 samples): nothing to train on")
     for what, seq in (("indices", indices), ("offsets", offsets)):
         if isinstance(seq, np.ndarray) and seq.ndim < 2 or not hasattr(seq, "__len__"):
             raise ValueError(f"{what} must be a sequence with one array per table ({T})")

@@ -77,8 +77,10 @@ class DLRM:
                                      f"was changed (lower the learning rate?)")
         return loss, self._dense_backward(dz)
 
-    def _batch(self, dense, indices, offsets, labels=None, per_sample_weights=None):
-        return make_batch(self.config, dense, indices, offsets, labels, per_sample_weights)
+    def _batch(self, dense, indices, offsets, labels=None, per_sample_weights=None,
+               need_labels=False):
+        return make_batch(self.config, dense, indices, offsets, labels, per_sample_weights,
+                          need_labels)
 
     # ---- public API -----------------------------------------------------------
     def predict(self, dense, indices, offsets, per_sample_weights=None):
@@ -91,7 +93,7 @@ class DLRM:
 
     def loss_and_grad(self, dense, indices, offsets, labels, per_sample_weights=None):
         """Returns (loss, grads): grads keyed like state_dict, tables as SparseGrad."""
-        batch = self._batch(dense, indices, offsets, labels, per_sample_weights)
+        batch = self._batch(dense, indices, offsets, labels, per_sample_weights, True)
         loss, dT = self._forward_backward(batch)
         grads = {name: g.copy() for name, g in self.params.grads.items()}
         dE = np.ascontiguousarray(dT[:, 1:, :])
@@ -104,7 +106,8 @@ class DLRM:
 
         A refused batch (ValueError) or a non-finite loss (FloatingPointError) changes nothing.
         """
-        batch = self._batch(dense, indices, offsets, labels, per_sample_weights)
+        batch = self._batch(dense, indices, offsets, labels, per_sample_weights, True)
+        optimizer.bind(self)
         lr = optimizer.lr
         loss, dT = self._forward_backward(batch)
         optimizer.step_dense(self.params, lr)

@@ -3,6 +3,8 @@
 The Optimizer holds hyper-parameters and the step counter; the state arrays live
 with what they update (FlatParams.state for dense, EmbeddingTable.state for rows).
 """
+import weakref
+
 import numpy as np
 
 from .lr_policy import LRPolicy
@@ -32,6 +34,16 @@ class Optimizer:
         self.eps, self.adam_betas, self.adam_eps = float(eps), tuple(adam_betas), float(adam_eps)
         self.policy = LRPolicy(lr, num_warmup_steps, decay_start_step, num_decay_steps)
         self.step_count = 0  # completed steps
+        self._model = None  # weak reference to the one model this optimizer steps
+
+    def bind(self, model):
+        """Tie this optimizer (its step count and LR schedule) to one model."""
+        bound = self._model() if self._model is not None else None
+        if bound is None:
+            self._model = weakref.ref(model)
+        elif bound is not model:
+            raise ValueError("this Optimizer already steps another model (its step count and "
+                             "learning-rate schedule belong to that model): make one per model")
 
     @property
     def lr(self):
@@ -50,7 +62,9 @@ class Optimizer:
         else:
             b1, b2 = self.adam_betas
             m, v = _state(state, "adam.m", p), _state(state, "adam.v", p)
-            t = self.step_count + 1
+            steps = state.setdefault("adam.step", np.zeros((), np.int64))  # kept with m, v
+            steps += 1
+            t = int(steps)
             m *= b1
             m += (1 - b1) * g
             v *= b2
