@@ -16,45 +16,59 @@ ROW_CHUNK = 64
 
 
 @jit
-def _bias_relu_rows(y, bias, lo, hi):
+def _bias_rows(y, bias, relu, lo, hi):
+    """y[i] = y[i] + bias (then max(., 0) if relu) for rows lo..hi-1."""
     # y: (B, N)  bias: (N,)
     N = y.shape[1]
     zero = y.dtype.type(0)
     for i in range(lo, hi):
-        for n in range(N):
-            v = y[i, n] + bias[n]
-            y[i, n] = v if v > zero else zero
+        if relu:
+            for n in range(N):
+                v = y[i, n] + bias[n]
+                y[i, n] = zero if v < zero else v  # NaN propagates, as np.maximum
+        else:
+            for n in range(N):
+                y[i, n] += bias[n]
 
 
 @jit
-def _bias_relu_serial(y, bias):
+def _bias_serial(y, bias, relu):
     # y: (B, N)  bias: (N,)
-    _bias_relu_rows(y, bias, 0, y.shape[0])
+    _bias_rows(y, bias, relu, 0, y.shape[0])
 
 
 @pjit
-def _bias_relu_parallel(y, bias):
+def _bias_parallel(y, bias, relu):
     # y: (B, N)  bias: (N,)
     B = y.shape[0]
     nchunks = (B + ROW_CHUNK - 1) // ROW_CHUNK
     for c in prange(nchunks):
         lo = c * ROW_CHUNK
-        _bias_relu_rows(y, bias, lo, min(lo + ROW_CHUNK, B))
+        _bias_rows(y, bias, relu, lo, min(lo + ROW_CHUNK, B))
 
 
 def bias_relu_forward(y, bias):
-    """In place ``y = max(y + bias, 0)``; y: (B, N) contiguous, bias: (N,)."""
+    """In place ``y = max(y + bias, 0)``; y: (B, N) contiguous, bias: (N,).
+
+    NaN propagates as with ``np.maximum`` (so a non-finite loss is seen).
+    """
     assert y.ndim == 2 and bias.shape == y.shape[1:]
-    if y.size < PARALLEL_MIN_WORK:
-        _bias_relu_serial(y, bias)
-    else:
-        _bias_relu_parallel(y, bias)
+    kernel = _bias_serial if y.size < PARALLEL_MIN_WORK else _bias_parallel
+    kernel(y, bias, True)
 
 
 def bias_forward(y, bias):
-    """In place ``y += bias``; y: (B, N), bias: (N,)."""
+    """In place ``y += bias``; y: (B, N) contiguous, bias: (N,).
+
+    A kernel rather than ``np.add(y, bias, out=y)`` (measured 2-4x faster),
+    except for a single column, where NumPy is faster.
+    """
     assert y.ndim == 2 and bias.shape == y.shape[1:]
-    np.add(y, bias, out=y)
+    if y.shape[1] == 1:
+        np.add(y, bias, out=y)
+        return
+    kernel = _bias_serial if y.size < PARALLEL_MIN_WORK else _bias_parallel
+    kernel(y, bias, False)
 
 
 @jit
@@ -116,6 +130,8 @@ def relu_bias_backward(dbias, dy, y):
     """In place ``dy *= (y > 0)`` and ``dbias += dy.sum(axis=0)``.
 
     dbias: (N,); dy: (B, N) contiguous; y: (B, N) the ReLU output.
+    Masked entries (y <= 0 or NaN) become +0 (``np.where(y > 0, dy, 0)``, as
+    torch's threshold_backward), even where dy is not finite.
     """
     assert dy.ndim == 2 and y.shape == dy.shape and dbias.shape == dy.shape[1:]
     if dy.shape[0] == 0:
@@ -125,9 +141,15 @@ def relu_bias_backward(dbias, dy, y):
 
 
 def bias_backward(dbias, dy):
-    """In place ``dbias += dy.sum(axis=0)``; dbias: (N,), dy: (B, N)."""
+    """In place ``dbias += dy.sum(axis=0)``; dbias: (N,), dy: (B, N) contiguous.
+
+    A single column is summed by NumPy (faster there; also deterministic).
+    """
     assert dy.ndim == 2 and dbias.shape == dy.shape[1:]
     if dy.shape[0] == 0:
+        return
+    if dy.shape[1] == 1:
+        dbias += dy.sum(axis=0)
         return
     kernel = _bwd_serial if dy.size < PARALLEL_MIN_WORK else _bwd_parallel
     kernel(dbias, dy, np.empty((0, dy.shape[1]), dy.dtype), False)

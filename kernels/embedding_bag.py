@@ -12,7 +12,7 @@ from numba import prange
 from ._numba import jit, pjit
 
 # Work (nnz * D) below which the serial kernels are used.
-PARALLEL_MIN_WORK = 32768
+PARALLEL_MIN_WORK = 16384
 # Unique rows handled per task in the parallel segment loop (one scratch
 # buffer per task); independent of the thread count.
 SEGMENT_CHUNK = 64

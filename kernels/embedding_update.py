@@ -4,7 +4,9 @@ No dense (V, D) gradient is formed: the occurrences are coalesced by a stable
 argsort of ``indices`` and each unique row's gradient is segment-reduced in
 position order (bitwise the rows ``embedding_bag_grad`` returns), then the
 optimizer updates that row once.  Rows not looked up are never touched.
-Arithmetic is done in the weight dtype; ``lr`` and ``eps`` are cast to it.
+Arithmetic is done in the weight dtype (dout and per-sample weights are cast
+to it; ``lr`` and ``eps`` too), left to right as the formulas are written,
+as torch does: ``w - lr * (g / (sqrt(s) + eps))``.
 """
 import math
 
@@ -40,7 +42,7 @@ def _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, do
                 g = G[i, d]
                 s = state[r, d] + g * g
                 state[r, d] = s
-                weight[r, d] -= lr * g / (math.sqrt(s) + eps)
+                weight[r, d] -= lr * (g / (math.sqrt(s) + eps))
         else:
             acc = G[i, 0] * G[i, 0]
             for d in range(1, D):
@@ -49,7 +51,7 @@ def _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, do
             rowstate[r] = s
             den = math.sqrt(s) + eps
             for d in range(D):
-                weight[r, d] -= lr * G[i, d] / den
+                weight[r, d] -= lr * (G[i, d] / den)
 
 
 @jit
@@ -78,6 +80,8 @@ def _update_parallel(weight, state, rowstate, opt, indices, perm, seg, bag, coef
 
 def _update(opt, weight, state, rowstate, dout, indices, offsets, per_sample_weights,
             mean, lr, eps):
+    """Coalesce, then run the serial or parallel update of optimizer ``opt``."""
+    # weight: (V, D)  state: (V, D) | None  rowstate: (V,) | None  dout: (B, D)
     V, D = weight.shape
     B = offsets.shape[0] - 1
     assert D > 0 and dout.shape == (B, D)
@@ -108,7 +112,7 @@ def embedding_sgd_update(weight, dout, indices, offsets, per_sample_weights, mea
 
 def embedding_adagrad_update(weight, state, dout, indices, offsets, per_sample_weights,
                              mean, lr, eps):
-    """In place Adagrad: ``state[r] += g**2; weight[r] -= lr * g / (sqrt(state[r]) + eps)``.
+    """In place Adagrad: ``state[r] += g**2; weight[r] -= lr * (g / (sqrt(state[r]) + eps))``.
 
     weight, state: (V, D) same dtype; dout: (B, D); indices: (nnz,);
     offsets: (B + 1,) int64; per_sample_weights: None or (nnz,); mean: bool.
@@ -120,7 +124,9 @@ def embedding_adagrad_update(weight, state, dout, indices, offsets, per_sample_w
 
 def embedding_rowwise_adagrad_update(weight, state, dout, indices, offsets,
                                      per_sample_weights, mean, lr, eps):
-    """In place row-wise Adagrad: ``state[r] += mean_d(g**2)``; ``weight[r] -= lr * g / (sqrt(state[r]) + eps)``.
+    """In place row-wise Adagrad (one state value per row).
+
+    ``state[r] += mean_d(g[r]**2); weight[r] -= lr * (g[r] / (sqrt(state[r]) + eps))``.
 
     weight: (V, D); state: (V,) same dtype; dout: (B, D); indices: (nnz,);
     offsets: (B + 1,) int64; per_sample_weights: None or (nnz,); mean: bool.

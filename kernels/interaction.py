@@ -4,17 +4,20 @@
 the reference DLRM order ``for i in range(F): for j in range(i + s)``
 (s = 1 with self interaction), and out = [T[:, 0, :], z(pair 0), z(pair 1), ...].
 Each z is a dot product summed sequentially over d.  Only the needed pairs are
-computed.  Both kernels are parallel over the batch.
+computed.  Both kernels work on chunks of BATCH_CHUNK samples transposed to a
+(F, D, lanes) scratch so that the innermost loop runs over samples
+(vectorized, no reassociation); chunks are the parallel tasks.
 """
 import numpy as np
 from numba import prange
 
 from ._numba import jit, pjit
 
-# Work (B * P * D) below which the serial kernels are used.
+# Work (B * P * D) below which the serial kernels are used (also when the
+# batch is a single chunk).
 PARALLEL_MIN_WORK = 32768
-# Samples per parallel task (one scratch buffer per task).
-BATCH_CHUNK = 16
+# Samples per chunk (vector lanes of the scratch; one parallel task).
+BATCH_CHUNK = 32
 
 
 def num_pairs(F, self_interaction):
@@ -36,14 +39,15 @@ def pair_indices(F, self_interaction):
 @jit
 def _load_chunk(X, T, lo, hi):
     """X[f, d, q] = T[lo + q, f, d]; lanes q >= hi - lo are zeroed."""
-    # X: (F, D, BATCH_CHUNK) scratch  T: (B, F, D)
+    # X: (F, D, nb) scratch  T: (B, F, D)
     F = T.shape[1]
     D = T.shape[2]
+    nb = X.shape[2]
     nq = hi - lo
-    if nq < BATCH_CHUNK:
+    if nq < nb:
         for f in range(F):
             for d in range(D):
-                for q in range(nq, BATCH_CHUNK):
+                for q in range(nq, nb):
                     X[f, d, q] = 0
     for q in range(nq):
         for f in range(F):
@@ -53,24 +57,25 @@ def _load_chunk(X, T, lo, hi):
 
 @jit
 def _fwd_chunk(out, T, s, X, Z, lo, hi):
-    """out[b] for the samples b in lo..hi-1 (at most BATCH_CHUNK).
+    """out[b] for the samples b in lo..hi-1 (at most nb).
 
     The samples are vectorized along the last axis of the scratch; each z is
     still summed sequentially over d.
     """
-    # out: (B, D + P)  T: (B, F, D)  X: (F, D, BATCH_CHUNK)  Z: (P, BATCH_CHUNK)
+    # out: (B, D + P)  T: (B, F, D)  X: (F, D, nb)  Z: (P, nb)
     F = T.shape[1]
     D = T.shape[2]
     P = Z.shape[0]
+    nb = Z.shape[1]
     _load_chunk(X, T, lo, hi)
     for p in range(P):
-        for q in range(BATCH_CHUNK):
+        for q in range(nb):
             Z[p, q] = 0
     for d in range(D):
         p = 0
         for i in range(F):
             for j in range(i + s):
-                for q in range(BATCH_CHUNK):
+                for q in range(nb):
                     Z[p, q] += X[i, d, q] * X[j, d, q]
                 p += 1
     for q in range(hi - lo):
@@ -85,8 +90,9 @@ def _fwd_chunk(out, T, s, X, Z, lo, hi):
 def _fwd_serial(out, T, s):
     # out: (B, D + P)  T: (B, F, D)
     B, F, D = T.shape
-    X = np.empty((F, D, BATCH_CHUNK), T.dtype)
-    Z = np.empty((out.shape[1] - D, BATCH_CHUNK), T.dtype)
+    nb = min(BATCH_CHUNK, B)
+    X = np.empty((F, D, nb), T.dtype)
+    Z = np.empty((out.shape[1] - D, nb), T.dtype)
     for lo in range(0, B, BATCH_CHUNK):
         _fwd_chunk(out, T, s, X, Z, lo, min(lo + BATCH_CHUNK, B))
 
@@ -95,10 +101,11 @@ def _fwd_serial(out, T, s):
 def _fwd_parallel(out, T, s):
     # out: (B, D + P)  T: (B, F, D)
     B, F, D = T.shape
+    nb = min(BATCH_CHUNK, B)
     nchunks = (B + BATCH_CHUNK - 1) // BATCH_CHUNK
     for c in prange(nchunks):
-        X = np.empty((F, D, BATCH_CHUNK), T.dtype)
-        Z = np.empty((out.shape[1] - D, BATCH_CHUNK), T.dtype)
+        X = np.empty((F, D, nb), T.dtype)
+        Z = np.empty((out.shape[1] - D, nb), T.dtype)
         lo = c * BATCH_CHUNK
         _fwd_chunk(out, T, s, X, Z, lo, min(lo + BATCH_CHUNK, B))
 
@@ -112,7 +119,7 @@ def dot_interaction_forward(out, T, self_interaction):
     P = num_pairs(F, self_interaction)
     assert out.shape == (B, D + P)
     s = 1 if self_interaction else 0
-    if B * P * D < PARALLEL_MIN_WORK:
+    if B <= BATCH_CHUNK or B * P * D < PARALLEL_MIN_WORK:
         _fwd_serial(out, T, s)
     else:
         _fwd_parallel(out, T, s)
@@ -123,21 +130,22 @@ def dot_interaction_forward(out, T, self_interaction):
 # --------------------------------------------------------------------------
 @jit
 def _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, hi):
-    """dT[b] for the samples b in lo..hi-1 (at most BATCH_CHUNK).
+    """dT[b] for the samples b in lo..hi-1 (at most nb).
 
     dT[b, i, d] = [i == 0] dout[b, d] + sum_j g(i, j) * T[b, j, d], summed in
     increasing j, where g(i, j) = g(j, i) = dz(pair (i, j)) and
     g(i, i) = 2 dz(i, i) (self interaction only).
     """
     # dT: (B, F, D)  dout: (B, D + P)  T: (B, F, D)
-    # X, dX: (F, D, BATCH_CHUNK)  GZ: (P, BATCH_CHUNK) scratch
+    # X, dX: (F, D, nb)  GZ: (P, nb) scratch
     F = T.shape[1]
     D = T.shape[2]
     P = GZ.shape[0]
+    nb = GZ.shape[1]
     nq = hi - lo
     _load_chunk(X, T, lo, hi)
     for p in range(P):
-        for q in range(nq, BATCH_CHUNK):
+        for q in range(nq, nb):
             GZ[p, q] = 0
     for q in range(nq):
         for p in range(P):
@@ -145,11 +153,11 @@ def _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, hi):
     if s:
         for i in range(F):
             p = i * (i + 1) // 2 + i
-            for q in range(BATCH_CHUNK):
+            for q in range(nb):
                 GZ[p, q] = 2 * GZ[p, q]
     for i in range(F):
         for d in range(D):
-            for q in range(BATCH_CHUNK):
+            for q in range(nb):
                 dX[i, d, q] = 0
     for d in range(D):
         for q in range(nq):
@@ -162,7 +170,7 @@ def _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, hi):
             m = j if i > j else i
             p = a * (a - 1 + 2 * s) // 2 + m  # pair (a, m), a >= m
             for d in range(D):
-                for q in range(BATCH_CHUNK):
+                for q in range(nb):
                     dX[i, d, q] += GZ[p, q] * X[j, d, q]
     for q in range(nq):
         for i in range(F):
@@ -174,9 +182,10 @@ def _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, hi):
 def _bwd_serial(dT, dout, T, s):
     # dT: (B, F, D)  dout: (B, D + P)  T: (B, F, D)
     B, F, D = T.shape
-    X = np.empty((F, D, BATCH_CHUNK), T.dtype)
-    dX = np.empty((F, D, BATCH_CHUNK), T.dtype)
-    GZ = np.empty((dout.shape[1] - D, BATCH_CHUNK), T.dtype)
+    nb = min(BATCH_CHUNK, B)
+    X = np.empty((F, D, nb), T.dtype)
+    dX = np.empty((F, D, nb), T.dtype)
+    GZ = np.empty((dout.shape[1] - D, nb), T.dtype)
     for lo in range(0, B, BATCH_CHUNK):
         _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, min(lo + BATCH_CHUNK, B))
 
@@ -185,11 +194,12 @@ def _bwd_serial(dT, dout, T, s):
 def _bwd_parallel(dT, dout, T, s):
     # dT: (B, F, D)  dout: (B, D + P)  T: (B, F, D)
     B, F, D = T.shape
+    nb = min(BATCH_CHUNK, B)
     nchunks = (B + BATCH_CHUNK - 1) // BATCH_CHUNK
     for c in prange(nchunks):
-        X = np.empty((F, D, BATCH_CHUNK), T.dtype)
-        dX = np.empty((F, D, BATCH_CHUNK), T.dtype)
-        GZ = np.empty((dout.shape[1] - D, BATCH_CHUNK), T.dtype)
+        X = np.empty((F, D, nb), T.dtype)
+        dX = np.empty((F, D, nb), T.dtype)
+        GZ = np.empty((dout.shape[1] - D, nb), T.dtype)
         lo = c * BATCH_CHUNK
         _bwd_chunk(dT, dout, T, s, X, GZ, dX, lo, min(lo + BATCH_CHUNK, B))
 
@@ -204,7 +214,7 @@ def dot_interaction_backward(dT, dout, T, self_interaction):
     P = num_pairs(F, self_interaction)
     assert dT.shape == (B, F, D) and dout.shape == (B, D + P)
     s = 1 if self_interaction else 0
-    if B * P * D < PARALLEL_MIN_WORK:
+    if B <= BATCH_CHUNK or B * P * D < PARALLEL_MIN_WORK:
         _bwd_serial(dT, dout, T, s)
     else:
         _bwd_parallel(dT, dout, T, s)

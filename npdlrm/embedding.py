@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import kernels
+from .workspace import Workspace
 
 
 class SparseGrad:
@@ -97,6 +98,7 @@ class EmbeddingBagCollection:
     def __init__(self, table_sizes, dim, dtype, pooling="sum"):
         self.tables = [EmbeddingTable(int(v), dim, dtype) for v in table_sizes]
         self.dim, self.mean = dim, pooling == "mean"
+        self.ws = Workspace(dtype)
 
     def __len__(self):
         return len(self.tables)
@@ -107,16 +109,22 @@ class EmbeddingBagCollection:
             table.lookup(out[:, k, :], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)
 
+    def _per_table(self, dout):
+        """dout: (B, T, D), may be a view -> (T, B, D) contiguous, in one copy."""
+        out = self.ws.get("dout", (dout.shape[1], dout.shape[0], dout.shape[2]))
+        out[...] = dout.transpose(1, 0, 2)
+        return out
+
     def grads(self, dout, batch):
         """dout: (B, T, D); returns one SparseGrad per table."""
-        per_table = np.ascontiguousarray(dout.transpose(1, 0, 2))  # (T, B, D)
+        per_table = self._per_table(dout)
         return [table.grad(per_table[k], batch.indices[k], batch.offsets[k],
                            batch.weights_of(k), self.mean)
                 for k, table in enumerate(self.tables)]
 
     def update(self, kind, lr, eps, dout, batch):
         """dout: (B, T, D), may be a view; fused sparse update of every table."""
-        per_table = np.ascontiguousarray(dout.transpose(1, 0, 2))  # (T, B, D): one copy
+        per_table = self._per_table(dout)
         for k, table in enumerate(self.tables):
             table.update(kind, lr, eps, per_table[k], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)

@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import kernels
+from .workspace import Workspace
 
 
 def num_pairs(F, self_interaction):
@@ -16,10 +17,13 @@ class DotInteraction:
         self.F, self.D, self.self_interaction = F, D, self_interaction
         self.out_width = D + num_pairs(F, self_interaction)
         self._T = None
+        self.ws = None
 
     def forward(self, T, keep=True):
         """T: (B, F, D) contiguous; returns (B, D + P)."""
-        out = np.empty((T.shape[0], self.out_width), dtype=T.dtype)
+        if self.ws is None or self.ws.dtype != T.dtype:
+            self.ws = Workspace(T.dtype)
+        out = self.ws.get("out", (T.shape[0], self.out_width))
         kernels.dot_interaction_forward(out, T, self.self_interaction)
         self._T = T if keep else None
         return out
@@ -27,8 +31,9 @@ class DotInteraction:
     def backward(self, dout):
         """dout: (B, D + P); returns dT: (B, F, D)."""
         T = self._T
-        dT = np.empty_like(T)
-        kernels.dot_interaction_backward(dT, np.ascontiguousarray(dout), T, self.self_interaction)
+        dT = self.ws.get("dT", T.shape)
+        kernels.dot_interaction_backward(dT, self.ws.contiguous("dout", dout), T,
+                                         self.self_interaction)
         self._T = None
         return dT
 

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .linear import linear_backward, linear_forward
+from .workspace import Workspace
 
 
 class MLP:
@@ -18,6 +19,7 @@ class MLP:
         n = len(self.sizes) - 1
         self.names = [(f"{prefix}.{i}.weight", f"{prefix}.{i}.bias") for i in range(n)]
         self.relu = [i < n - 1 or relu_last for i in range(n)]
+        self.ws = Workspace(params.dtype)  # activations and gradients, reused
         self._inputs = None  # per layer: its input (B, in)
         self._outputs = None  # per layer: its output (B, out)
 
@@ -38,9 +40,10 @@ class MLP:
         """x: (B, sizes[0]); returns (B, sizes[-1]). keep: remember what backward needs."""
         inputs, outputs = [], []
         h = x
-        for (wname, bname), relu in zip(self.names, self.relu):
+        for i, ((wname, bname), relu) in enumerate(zip(self.names, self.relu)):
             w, b = self.params.views[wname], self.params.views[bname]
-            y = linear_forward(h, w, b, relu)
+            out = self.ws.get(("y", i), (h.shape[0], w.shape[0]))
+            y = linear_forward(h, w, b, relu, out=out)
             inputs.append(h)
             outputs.append(y)
             h = y
@@ -55,12 +58,15 @@ class MLP:
         """
         if self._inputs is None:
             raise RuntimeError("MLP.backward called without a kept forward pass")
-        dy = np.ascontiguousarray(dy)
+        dy = self.ws.contiguous("dy", dy)
         v, g = self.params.views, self.params.grads
         for i in range(len(self.names) - 1, -1, -1):
             wname, bname = self.names[i]
             y = self._outputs[i] if self.relu[i] else None
-            dy = linear_backward(g[wname], g[bname], dy, self._inputs[i], v[wname],
-                                 y=y, need_dx=i > 0 or need_dx)
+            x, w = self._inputs[i], v[wname]
+            need = i > 0 or need_dx
+            dy = linear_backward(g[wname], g[bname], dy, x, w, y=y, need_dx=need,
+                                 dx_out=self.ws.get(("dx", i), x.shape) if need else None,
+                                 dw_tmp=self.ws.get(("dw", i), w.shape))
         self._inputs = self._outputs = None
         return dy if need_dx else None

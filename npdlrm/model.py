@@ -13,6 +13,7 @@ from .interaction import make_interaction
 from .loss import compute_loss, sigmoid
 from .mlp import MLP
 from .params import FlatParams
+from .workspace import Workspace
 
 
 class DLRM:
@@ -30,6 +31,7 @@ class DLRM:
                                                  dtype, config.pooling)
         self.interaction = make_interaction(config.interaction, config.num_features,
                                             config.embedding_dim, config.self_interaction)
+        self.ws = Workspace(dtype)
         initialize([t.weight for t in self.embeddings.tables], self.bottom.layers(),
                    self.top.layers(), seed, init)
 
@@ -49,7 +51,7 @@ class DLRM:
     def _lookup(self, batch):
         """Returns T: (B, F, D) with T[:, 1 + k] the pooled bags of table k."""
         cfg = self.config
-        T = np.empty((batch.size, cfg.num_features, cfg.embedding_dim), dtype=self.params.dtype)
+        T = self.ws.get("T", (batch.size, cfg.num_features, cfg.embedding_dim))
         self.embeddings.forward(T[:, 1:, :], batch)
         return T
 
@@ -96,8 +98,7 @@ class DLRM:
         batch = self._batch(dense, indices, offsets, labels, per_sample_weights, True)
         loss, dT = self._forward_backward(batch)
         grads = {name: g.copy() for name, g in self.params.grads.items()}
-        dE = np.ascontiguousarray(dT[:, 1:, :])
-        for k, g in enumerate(self.embeddings.grads(dE, batch)):
+        for k, g in enumerate(self.embeddings.grads(dT[:, 1:, :], batch)):
             grads[f"embeddings.{k}.weight"] = g
         return loss, grads
 

@@ -58,7 +58,7 @@ class Optimizer:
         elif self.dense == "adagrad":
             acc = _state(state, "adagrad.sum", p)
             acc += g * g
-            p -= lr * g / (np.sqrt(acc) + self.eps)
+            p -= lr * (g / (np.sqrt(acc) + self.eps))  # torch's rounding: lr * (g / std)
         else:
             b1, b2 = self.adam_betas
             m, v = _state(state, "adam.m", p), _state(state, "adam.v", p)

@@ -47,11 +47,11 @@ def sgd_apply(weight, rows, g, lr):
 
 
 def adagrad_apply(weight, state, rows, g, lr, eps):
-    """state[rows] += g**2; weight[rows] -= lr * g / (sqrt(state[rows]) + eps)."""
+    """state[rows] += g**2; weight[rows] -= lr * (g / (sqrt(state[rows]) + eps))."""
     dt = weight.dtype.type
     s = state[rows] + g * g
     state[rows] = s
-    weight[rows] -= dt(lr) * g / (np.sqrt(s) + dt(eps))
+    weight[rows] -= dt(lr) * (g / (np.sqrt(s) + dt(eps)))
 
 
 def rowwise_adagrad_apply(weight, state, rows, g, lr, eps):
@@ -62,7 +62,7 @@ def rowwise_adagrad_apply(weight, state, rows, g, lr, eps):
         acc += g[:, d] * g[:, d]
     s = state[rows] + acc / dt(g.shape[1])
     state[rows] = s
-    weight[rows] -= dt(lr) * g / (np.sqrt(s) + dt(eps))[:, None]
+    weight[rows] -= dt(lr) * (g / (np.sqrt(s) + dt(eps))[:, None])
 
 
 def pair_indices(F, self_interaction):

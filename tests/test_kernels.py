@@ -272,13 +272,14 @@ def test_pair_indices(F, self_interaction):
 INTER_SHAPES = [(1, 2, 4), (5, 2, 16), (7, 27, 16), (3, 5, 3), (200, 27, 16), (2100, 2, 8)]
 
 
-def interaction_work(B, F, D, self_interaction):
-    return B * it_mod.num_pairs(F, self_interaction) * D
+def uses_parallel(B, F, D, self_interaction):
+    work = B * it_mod.num_pairs(F, self_interaction) * D
+    return B > it_mod.BATCH_CHUNK and work >= it_mod.PARALLEL_MIN_WORK
 
 
 def test_interaction_shapes_cover_both_paths():
-    works = [interaction_work(*shp, False) for shp in INTER_SHAPES]
-    assert min(works) < it_mod.PARALLEL_MIN_WORK <= max(works)
+    paths = {uses_parallel(*shp, False) for shp in INTER_SHAPES}
+    assert paths == {False, True}
 
 
 @pytest.mark.parametrize("shape", INTER_SHAPES)
@@ -359,6 +360,23 @@ def test_bias_relu(shape, fdtype):
     kernels.bias_backward(d2, dy)
     np.testing.assert_allclose(d2, dbias + dy.sum(axis=0, dtype=np.float64).astype(fdtype),
                                **tol(fdtype))
+
+
+@pytest.mark.parametrize("N", [5, 1200])  # serial and parallel paths
+@dtype_params
+def test_bias_relu_non_finite(N, fdtype):
+    # NaN propagates like np.maximum; inf - inf = NaN too; masked grads are +0
+    y = np.tile(np.array([[np.inf, np.nan, -np.inf, 1.0, -1.0]], fdtype), (60, N // 5))
+    bias = np.tile(np.array([-np.inf, 0.0, 1.0, np.inf, 0.5], fdtype), N // 5)
+    with np.errstate(invalid="ignore"):
+        ref = np.maximum(y + bias, 0)
+    yr = y.copy()
+    kernels.bias_relu_forward(yr, bias)
+    np.testing.assert_array_equal(yr, ref)
+    dy = np.full(y.shape, np.nan, fdtype)
+    db = np.zeros(N, fdtype)
+    kernels.relu_bias_backward(db, dy, yr)
+    assert np.array_equal(dy == 0, ~(yr > 0)) and np.all(np.signbit(dy[dy == 0]) == 0)
 
 
 # ----------------------------------------------------------------------------
@@ -470,10 +488,11 @@ def test_serial_equals_parallel(case, fdtype):
     for shape in [(3, 5), (200, 64)]:
         y = rng.standard_normal(shape).astype(fdtype)
         b = rng.standard_normal(shape[1]).astype(fdtype)
-        ys = [y.copy(), y.copy()]
-        br_mod._bias_relu_serial(ys[0], b)
-        br_mod._bias_relu_parallel(ys[1], b)
-        assert same_bits(ys[0], ys[1])
+        for relu in (False, True):
+            ys = [y.copy(), y.copy()]
+            br_mod._bias_serial(ys[0], b, relu)
+            br_mod._bias_parallel(ys[1], b, relu)
+            assert same_bits(ys[0], ys[1])
         dy = rng.standard_normal(shape).astype(fdtype)
         for relu in (True, False):
             dys = [dy.copy(), dy.copy()]

@@ -127,17 +127,17 @@ class NumpyOptimizer:
                 elif self.sparse == "adagrad":
                     s = self.state.setdefault(name, np.zeros_like(w))
                     s[r] += v * v
-                    w[r] -= lr * v / (np.sqrt(s[r]) + eps)
+                    w[r] -= lr * (v / (np.sqrt(s[r]) + eps))
                 else:
                     s = self.state.setdefault(name, np.zeros(w.shape[0]))
                     s[r] += np.mean(v * v, axis=1)
-                    w[r] -= lr * v / (np.sqrt(s[r])[:, None] + eps)
+                    w[r] -= lr * (v / (np.sqrt(s[r])[:, None] + eps))
             elif self.dense == "sgd":
                 w -= lr * g
             elif self.dense == "adagrad":
                 s = self.state.setdefault(name, np.zeros_like(w))
                 s += g * g
-                w -= lr * g / (np.sqrt(s) + eps)
+                w -= lr * (g / (np.sqrt(s) + eps))
             else:  # torch.optim.Adam, defaults, bias-corrected
                 b1, b2 = self.betas
                 m = self.state.setdefault(name + ".m", np.zeros_like(w))
