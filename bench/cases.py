@@ -6,6 +6,7 @@ KAGGLE_TABLE_SIZES = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 9314
                       286181, 105, 142572)
 
 LR = 0.1  # SGD, tables and MLPs
+STAGE_LR = 1e-6  # stages timed alone replay one gradient: same cost, no drift
 TARGET_THREADS = 2  # the targets and the reference numbers are for 2 threads
 MLP_GEMM_RATIO_TARGET = 1.25  # engine MLP part / bare GEMMs of the same shapes
 RSS_RATIO_TARGET = 1.2  # peak RSS / (parameter + optimizer-state bytes)

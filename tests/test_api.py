@@ -306,7 +306,7 @@ def test_thread_count_does_not_change_results():
     """Big enough to run the parallel kernels; 1 thread vs 2 threads, bitwise."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here: cannot compare thread counts")
-    B, D, tables = 512, 16, (200, 300, 50)
+    B, D, tables = 2048, 16, (200, 300, 50)
     batches = _batches(np.random.RandomState(1), 5, B, 8, tables, 10)
     nnz = batches[0][1][0].size
     # the work sizes are above the kernels' parallel thresholds
