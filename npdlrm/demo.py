@@ -15,7 +15,7 @@ def parse_args(argv=None):
         prog="python -m npdlrm.demo",
         description="Train a DLRM on synthetic batches drawn from a planted model; print the "
                     "loss as it falls and the held-out AUC beside the planted model's own AUC.")
-    p.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per step (default 256)")
     p.add_argument("--tables", default="2000-5000-1000-300-8000-50-700-4000",
                    help="rows of each embedding table, dash-separated")
@@ -23,7 +23,7 @@ def parse_args(argv=None):
     p.add_argument("--optimizer", default="adagrad", choices=["sgd", "adagrad", "rwsadagrad"])
     p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
     p.add_argument("--eval-size", type=int, default=20000, help="held-out samples (default 20000)")
-    p.add_argument("--print-every", type=int, default=50, help="steps between loss lines")
+    p.add_argument("--print-every", type=int, default=250, help="steps between loss lines")
     p.add_argument("--seed", type=int, default=123, help="model and data seed (default 123)")
     return p.parse_args(argv)
 
