@@ -15,7 +15,7 @@ from ._numba import jit, pjit
 
 # Work (B * P * D) below which the serial kernels are used (also when the
 # batch is a single chunk).
-PARALLEL_MIN_WORK = 32768
+PARALLEL_MIN_WORK = 131072  # B * P * D; below it, waking a second thread costs more than it saves
 # Samples per chunk (vector lanes of the scratch; one parallel task).
 BATCH_CHUNK = 32
 
