@@ -39,15 +39,17 @@ def main(argv=None):
     opt = Optimizer(a.optimizer, lr=a.lr)
     print(f"npdlrm demo: {model.config.num_tables} tables, {model.num_parameters():,} parameters, "
           f"{a.steps} steps of {a.batch_size}, {a.optimizer} lr={a.lr}")
+    print("(the first steps compile the Numba kernels on a fresh install)", flush=True)
     t0, window = time.perf_counter(), []
     for step in range(1, a.steps + 1):
         dense, idx, off, y, _ = data.batch(a.batch_size)
         window.append(model.train_step(dense, idx, off, y, opt))
         if step % a.print_every == 0 or step == a.steps:
-            rate = step * a.batch_size / (time.perf_counter() - t0)
+            now = time.perf_counter()
+            rate = len(window) * a.batch_size / (now - t0)
             print(f"step {step:5d}  loss {np.mean(window):.4f}  ({rate:,.0f} samples/s)",
                   flush=True)
-            window = []
+            t0, window = now, []
     dense, idx, off, y, p_true = held_out
     p = model.predict(dense, idx, off)
     print(f"held-out AUC {roc_auc(y, p):.4f}  (planted model's own AUC {roc_auc(y, p_true):.4f}, "
