@@ -103,7 +103,7 @@ def _update(opt, weight, state, rowstate, dout, indices, offsets, per_sample_wei
 def embedding_sgd_update(weight, dout, indices, offsets, per_sample_weights, mean, lr):
     """In place ``weight[r] -= lr * g[r]`` for each looked-up row r.
 
-    weight: (V, D); dout: (B, D); indices: (nnz,); offsets: (B + 1,) int64;
+    weight: (V, D); dout: (B, D), may be strided; indices: (nnz,); offsets: (B + 1,) int64;
     per_sample_weights: None or (nnz,); mean: bool; lr: float.
     """
     _update(SGD, weight, None, None, dout, indices, offsets, per_sample_weights,
@@ -114,7 +114,7 @@ def embedding_adagrad_update(weight, state, dout, indices, offsets, per_sample_w
                              mean, lr, eps):
     """In place Adagrad: ``state[r] += g**2; weight[r] -= lr * (g / (sqrt(state[r]) + eps))``.
 
-    weight, state: (V, D) same dtype; dout: (B, D); indices: (nnz,);
+    weight, state: (V, D) same dtype; dout: (B, D), may be strided; indices: (nnz,);
     offsets: (B + 1,) int64; per_sample_weights: None or (nnz,); mean: bool.
     """
     assert state.shape == weight.shape and state.dtype == weight.dtype

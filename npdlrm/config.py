@@ -1,6 +1,8 @@
 """Model configuration, parsed from the reference DLRM's own vocabulary."""
 from dataclasses import dataclass, field
 
+from .kernels.interaction import num_pairs
+
 INTERACTIONS = ("dot", "cat")
 POOLINGS = ("sum", "mean")
 LOSSES = ("bce", "wbce", "mse")
@@ -90,8 +92,7 @@ class DLRMConfig:
         F, D = self.num_features, self.embedding_dim
         if self.interaction == "cat":
             return F * D
-        pairs = F * (F + 1) // 2 if self.self_interaction else F * (F - 1) // 2
-        return pairs + D
+        return num_pairs(F, self.self_interaction) + D
 
     @property
     def top_sizes(self):

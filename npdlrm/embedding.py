@@ -2,7 +2,6 @@
 import numpy as np
 
 from . import kernels
-from .workspace import Workspace
 
 
 class SparseGrad:
@@ -58,9 +57,9 @@ class EmbeddingTable:
         kernels.embedding_bag_forward(out, self.weight, indices, offsets, per_sample_weights, mean)
 
     def grad(self, dout, indices, offsets, per_sample_weights=None, mean=False):
-        """dout: (B, D); returns the SparseGrad of this table."""
+        """dout: (B, D), may be a strided view; returns the SparseGrad of this table."""
         rows, values = kernels.embedding_bag_grad(
-            np.ascontiguousarray(dout), indices, offsets, per_sample_weights, mean, self.num_rows)
+            dout, indices, offsets, per_sample_weights, mean, self.num_rows)
         return SparseGrad(rows, values, self.num_rows)
 
     def ensure_state(self, kind):
@@ -78,9 +77,8 @@ class EmbeddingTable:
         self.state_kind = kind
 
     def update(self, kind, lr, eps, dout, indices, offsets, per_sample_weights=None, mean=False):
-        """Fused backward + optimizer on the touched rows; dout: (B, D)."""
+        """Fused backward + optimizer on the touched rows; dout: (B, D), may be strided."""
         self.ensure_state(kind)
-        dout = np.ascontiguousarray(dout)
         if kind == "sgd":
             kernels.embedding_sgd_update(self.weight, dout, indices, offsets,
                                          per_sample_weights, mean, lr)
@@ -98,7 +96,6 @@ class EmbeddingBagCollection:
     def __init__(self, table_sizes, dim, dtype, pooling="sum"):
         self.tables = [EmbeddingTable(int(v), dim, dtype) for v in table_sizes]
         self.dim, self.mean = dim, pooling == "mean"
-        self.ws = Workspace(dtype)
 
     def __len__(self):
         return len(self.tables)
@@ -109,22 +106,14 @@ class EmbeddingBagCollection:
             table.lookup(out[:, k, :], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)
 
-    def _per_table(self, dout):
-        """dout: (B, T, D), may be a view -> (T, B, D) contiguous, in one copy."""
-        out = self.ws.get("dout", (dout.shape[1], dout.shape[0], dout.shape[2]))
-        out[...] = dout.transpose(1, 0, 2)
-        return out
-
     def grads(self, dout, batch):
         """dout: (B, T, D); returns one SparseGrad per table."""
-        per_table = self._per_table(dout)
-        return [table.grad(per_table[k], batch.indices[k], batch.offsets[k],
+        return [table.grad(dout[:, k, :], batch.indices[k], batch.offsets[k],
                            batch.weights_of(k), self.mean)
                 for k, table in enumerate(self.tables)]
 
     def update(self, kind, lr, eps, dout, batch):
         """dout: (B, T, D), may be a view; fused sparse update of every table."""
-        per_table = self._per_table(dout)
         for k, table in enumerate(self.tables):
-            table.update(kind, lr, eps, per_table[k], batch.indices[k], batch.offsets[k],
+            table.update(kind, lr, eps, dout[:, k, :], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)

@@ -2,11 +2,8 @@
 import numpy as np
 
 from . import kernels
+from .kernels.interaction import num_pairs
 from .workspace import Workspace
-
-
-def num_pairs(F, self_interaction):
-    return F * (F + 1) // 2 if self_interaction else F * (F - 1) // 2
 
 
 class DotInteraction:
