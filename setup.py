@@ -8,9 +8,11 @@ setup(
     long_description_content_type="text/markdown",
     # kernels/ ships inside the package as npdlrm.kernels (a top-level `kernels` is
     # another PyPI project)
-    packages=["npdlrm", "npdlrm.kernels"],
+    packages=["npdlrm", "npdlrm.kernels", "npdlrm.data", "npdlrm.cli"],
     package_dir={"npdlrm": "npdlrm", "npdlrm.kernels": "kernels"},
     python_requires=">=3.9",
-    install_requires=["numpy>=1.24", "numba>=0.58", "h5py>=3.8"],
-    extras_require={"test": ["pytest>=7"]},
+    # tqdm: the training progress bar (loss, samples/s, ETA); matplotlib only for `npdlrm plot`
+    install_requires=["numpy>=1.24", "numba>=0.58", "h5py>=3.8", "tqdm>=4.60"],
+    extras_require={"plot": ["matplotlib>=3.5"], "test": ["pytest>=7", "matplotlib>=3.5"]},
+    entry_points={"console_scripts": ["npdlrm = npdlrm.cli:main"]},
 )

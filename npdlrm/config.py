@@ -1,5 +1,5 @@
 """Model configuration, parsed from the reference DLRM's own vocabulary."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .kernels.interaction import num_pairs
 
@@ -44,6 +44,7 @@ class DLRMConfig:
     pooling: str = "sum"
     loss: str = "bce"
     loss_weights: tuple = (1.0, 1.0)
+    loss_threshold: float = 0.0
     dtype: str = "float32"
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -71,6 +72,10 @@ class DLRMConfig:
                 f"arch_sparse_feature_size is {D})")
         if self.top_mlp[-1] != 1:
             raise ValueError(f"top MLP must end in 1 (the logit), got {self.top_mlp[-1]}")
+        object.__setattr__(self, "loss_threshold", float(self.loss_threshold))
+        if not 0 <= self.loss_threshold < 1:
+            raise ValueError(f"loss_threshold must be in [0, 1) (0: off), got "
+                             f"{self.loss_threshold}")
         if len(self.loss_weights) != 2 or min(self.loss_weights) < 0:
             raise ValueError(f"loss_weights must be two non-negative numbers, got {self.loss_weights}")
 
@@ -98,6 +103,24 @@ class DLRMConfig:
     def top_sizes(self):
         """Top MLP widths including its derived input width."""
         return (self.top_input_width,) + self.top_mlp
+
+    def to_dict(self):
+        """Every field, JSON-able (tuples become lists); `from_dict` inverts it."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        out["extra"] = dict(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, d):
+        """A config from `to_dict`'s output; unknown keys are refused."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"unknown DLRMConfig field {unknown[0]!r}; expected some of {names}")
+        return cls(**d)
 
     @classmethod
     def from_arch(cls, arch_mlp_bot, arch_mlp_top, arch_embedding_size,

@@ -35,7 +35,11 @@ def fill_linear_reference(weight, bias, rng):
 
 
 def initialize(tables, bottom_layers, top_layers, seed, method="reference"):
-    """tables: list of (V, D) arrays; *_layers: lists of (weight, bias) arrays, filled in place."""
+    """tables: list of (V, D) arrays; *_layers: lists of (weight, bias) arrays, filled in place.
+
+    method "none" leaves the arrays as they are (their values are about to be loaded)."""
+    if method == "none":
+        return
     if method == "reference":
         rng = np.random.RandomState(seed)
         for w in tables:
@@ -46,6 +50,7 @@ def initialize(tables, bottom_layers, top_layers, seed, method="reference"):
             fill_table_fast(w, gen)
         rng = np.random.RandomState(seed)
     else:
-        raise ValueError(f"init must be 'reference' or 'fast', got {method!r}")
+        raise ValueError(f"init must be 'reference' or 'fast', got {method!r} ('none' skips "
+                         f"initialisation when the weights are about to be loaded)")
     for weight, bias in list(bottom_layers) + list(top_layers):
         fill_linear_reference(weight, bias, rng)

@@ -36,6 +36,17 @@ def mse_on_probability(z, y):
     return loss, dz.astype(z.dtype, copy=False)
 
 
+def clamp_logits(z, threshold):
+    """The reference's clamp of p to [t, 1-t] (0 < t < 1), done on the logit z: (B,).
+
+    Returns (clamped z, mask of the entries left alone) or (z, None) when t is 0."""
+    if not 0 < threshold < 1:
+        return z, None
+    hi = np.log1p(-threshold) - np.log(threshold)  # logit(1 - t)
+    inside = np.abs(z) <= hi
+    return np.clip(z, -hi, hi).astype(z.dtype, copy=False), inside
+
+
 def compute_loss(kind, z, y, weights=None):
     """kind: 'bce' | 'wbce' | 'mse'; z, y: (B,) in the model dtype."""
     if kind == "bce":

@@ -10,7 +10,7 @@ from .embedding import EmbeddingBagCollection
 from .init import initialize
 from .inputs import make_batch
 from .interaction import make_interaction
-from .loss import compute_loss, sigmoid
+from .loss import clamp_logits, compute_loss, sigmoid
 from .mlp import MLP
 from .params import FlatParams
 from .workspace import Workspace
@@ -72,8 +72,11 @@ class DLRM:
         """Returns (loss, dT) with the dense grads in self.params.grad."""
         self.params.zero_grad()
         T = self._lookup(batch)
-        z = self._dense_forward(batch.dense, T, keep=True)
+        z, inside = clamp_logits(self._dense_forward(batch.dense, T, keep=True),
+                                 self.config.loss_threshold)
         loss, dz = compute_loss(self.config.loss, z, batch.labels, self.config.loss_weights)
+        if inside is not None:
+            dz *= inside  # the clamp passes no gradient where it bites
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss is {loss}: refusing the step, no parameter "
                                      f"was changed (lower the learning rate?)")
@@ -89,7 +92,9 @@ class DLRM:
         """dense: (B, n_dense); indices/offsets: one array per table. Returns p: (B,)."""
         batch = self._batch(dense, indices, offsets, per_sample_weights=per_sample_weights)
         T = self._lookup(batch)
-        return sigmoid(self._dense_forward(batch.dense, T, keep=False))
+        z, _ = clamp_logits(self._dense_forward(batch.dense, T, keep=False),
+                            self.config.loss_threshold)
+        return sigmoid(z)
 
     forward = predict
 

@@ -36,14 +36,35 @@ class Optimizer:
         self.step_count = 0  # completed steps
         self._model = None  # weak reference to the one model this optimizer steps
 
-    def bind(self, model):
-        """Tie this optimizer (its step count and LR schedule) to one model."""
+    def to_dict(self):
+        """The hyper-parameters (JSON-able): `Optimizer.from_dict` rebuilds an equal one."""
+        p = self.policy
+        return {"name": self.sparse, "dense": self.dense, "lr": p.base_lr, "eps": self.eps,
+                "adam_betas": list(self.adam_betas), "adam_eps": self.adam_eps,
+                "num_warmup_steps": p.W, "decay_start_step": p.S, "num_decay_steps": p.N}
+
+    @classmethod
+    def from_dict(cls, hyper):
+        """A new Optimizer (step count 0) from `to_dict`'s hyper-parameters."""
+        known = set(cls().to_dict())
+        unknown = sorted(set(hyper) - known)
+        if unknown:
+            raise ValueError(f"unknown optimizer hyper-parameter {unknown[0]!r}; expected some "
+                             f"of {sorted(known)}")
+        return cls(**hyper)
+
+    def check_bind(self, model):
+        """Raise ValueError if this optimizer already steps a model other than `model`."""
         bound = self._model() if self._model is not None else None
-        if bound is None:
-            self._model = weakref.ref(model)
-        elif bound is not model:
+        if bound is not None and bound is not model:
             raise ValueError("this Optimizer already steps another model (its step count and "
                              "learning-rate schedule belong to that model): make one per model")
+
+    def bind(self, model):
+        """Tie this optimizer (its step count and LR schedule) to one model."""
+        self.check_bind(model)
+        if self._model is None or self._model() is None:
+            self._model = weakref.ref(model)
 
     @property
     def lr(self):

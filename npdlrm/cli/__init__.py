@@ -1,0 +1,60 @@
+"""The `npdlrm` command: train, preprocess, predict, plot."""
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "train": "train a DLRM (the reference dlrm_s_pytorch.py's flags)",
+    "preprocess": "raw Criteo TSV (Kaggle or Terabyte) -> HDF5",
+    "predict": "click probabilities of a data file from a checkpoint",
+    "plot": "loss and AUC curves of a training log",
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="npdlrm", description="DLRM training on NumPy and Numba.",
+        epilog="Run 'npdlrm COMMAND --help' for the flags of each command.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help in COMMANDS.items():
+        module = importlib.import_module(f"{__name__}.{name}")
+        p = sub.add_parser(name, help=help, description=help)
+        module.add_arguments(p)
+        p.set_defaults(_module=module, _parser=p)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of `npdlrm` and `python -m npdlrm`; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv and argv[0] == "train":
+        from .train_flags import parse_train_args
+        sub = parser._subparsers._group_actions[0].choices["train"]
+        try:
+            args = parse_train_args(argv[1:], parser=_fresh(sub))
+        except ValueError as e:
+            sub.print_usage(sys.stderr)
+            print(f"npdlrm train: error: {e}", file=sys.stderr)
+            return 2
+        module, name = importlib.import_module(f"{__name__}.train"), "train"
+    else:
+        args = parser.parse_args(argv)
+        module, name = args._module, args.command
+    try:
+        return module.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
+        print(f"npdlrm {name}: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"npdlrm {name}: stopped: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"npdlrm {name}: interrupted (checkpoints already written are complete)",
+              file=sys.stderr)
+        return 130
+
+
+def _fresh(sub):
+    """A bare parser with the subcommand's name (train_flags adds the flags itself)."""
+    return argparse.ArgumentParser(prog=sub.prog)

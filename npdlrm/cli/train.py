@@ -1,0 +1,166 @@
+"""`npdlrm train`: build the data, model and optimizer from the flags; run the Trainer."""
+import os
+import sys
+import time
+
+from ..checkpoint import load_checkpoint
+from ..config import parse_dashed
+from ..model import DLRM
+from ..optimizers import Optimizer
+from ..trainer import Trainer, TrainState, evaluate
+from .report import ConsoleReporter, JsonlLog, format_eval
+from .train_flags import build_parser, parse_train_args
+
+# settings that fix which rows a (epoch, batch) position means: a resume must keep them
+POSITION_SETTINGS = ("mini_batch_size", "numpy_rand_seed", "data_generation", "data_randomize",
+                     "data_size", "num_batches")
+
+
+def add_arguments(parser):
+    build_parser(parser)
+
+
+def synthetic_loaders(args):
+    from ..data.synthetic import SyntheticData, SyntheticLoader
+    sizes = parse_dashed(args.arch_embedding_size, "--arch-embedding-size")
+    num_dense = parse_dashed(args.arch_mlp_bot, "--arch-mlp-bot")[0]
+    common = dict(num_dense=num_dense, table_sizes=sizes,
+                  distribution="random" if args.data_generation == "random" else "power-law",
+                  exponents=(args.power_law_exponent[0] if len(args.power_law_exponent) == 1
+                             else args.power_law_exponent),
+                  bag_size=args.num_indices_per_lookup,
+                  fixed_bag_size=args.num_indices_per_lookup_fixed, seed=args.numpy_rand_seed)
+    n_train = max(args.data_size, args.num_batches * args.mini_batch_size)
+    train = SyntheticData(num_samples=n_train, **common)
+    test = SyntheticData(num_samples=args.test_data_size, **common)
+    return (SyntheticLoader(train, args.mini_batch_size, "train"),
+            SyntheticLoader(test, args.test_mini_batch_size, "test"), sizes,
+            f"{args.data_generation} data, {n_train:,} training samples")
+
+
+def processed_path(args):
+    if args.processed_data_file:
+        return args.processed_data_file
+    return args.raw_data_file.rstrip("/") + ".h5"
+
+
+def dataset_loaders(args, say):
+    from ..data.h5data import open_processed
+    from ..data.loader import BatchLoader
+    path = processed_path(args)
+    if not os.path.exists(path):
+        if not args.raw_data_file:
+            raise ValueError(f"processed data file {path} does not exist and no "
+                             f"--raw-data-file was given to make it")
+        from ..data.preprocess import preprocess_criteo
+        say(f"Preprocessing {args.raw_data_file} into {path} (once; later runs reuse it)")
+        report = preprocess_criteo(args.raw_data_file, path, dataset=args.data_set,
+                                   max_ind_range=args.max_ind_range, strict=args.strict)
+        say(f"Preprocessed {report.rows_written:,} rows, {report.malformed:,} malformed rows "
+            f"skipped")
+    data = open_processed(path)
+    done = data.preprocessing.get("max_ind_range", -1)
+    if args.max_ind_range != done and args.max_ind_range > 0:
+        raise ValueError(f"{path} was preprocessed with --max-ind-range {done}, this run asks "
+                         f"for {args.max_ind_range}: preprocess again into another file")
+    train = BatchLoader(data, args.mini_batch_size, "train",
+                        shuffle=args.data_randomize == "total", seed=args.numpy_rand_seed)
+    test = BatchLoader(data, args.test_mini_batch_size, "test", shuffle=False)
+    return train, test, data.table_sizes, f"Criteo {data.dataset} from {path}, " \
+                                          f"{data.num_rows:,} rows"
+
+
+def build_model(args, table_sizes, init=None):
+    bottom = parse_dashed(args.arch_mlp_bot, "--arch-mlp-bot")
+    return DLRM.from_arch(arch_mlp_bot=bottom, arch_mlp_top=args.arch_mlp_top,
+                          arch_embedding_size=table_sizes,
+                          arch_sparse_feature_size=args.arch_sparse_feature_size,
+                          arch_interaction_op=args.arch_interaction_op,
+                          arch_interaction_itself=args.arch_interaction_itself,
+                          seed=args.numpy_rand_seed, init=init or args.init,
+                          loss=args.loss_function, loss_weights=args.loss_weights,
+                          loss_threshold=args.loss_threshold)
+
+
+def build_optimizer(args):
+    return Optimizer(args.optimizer, lr=args.learning_rate,
+                     num_warmup_steps=args.lr_num_warmup_steps,
+                     decay_start_step=args.lr_decay_start_step,
+                     num_decay_steps=args.lr_num_decay_steps)
+
+
+def open_log(args):
+    path = args.log_file
+    if path is None:
+        path = os.path.join("runs", time.strftime("npdlrm-%Y%m%d-%H%M%S.jsonl"))
+    return JsonlLog(path) if path else None
+
+
+def check_resume(run, args):
+    for name in POSITION_SETTINGS:
+        if name in run and run[name] != getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"the checkpoint was trained with {flag} {run[name]!r}, this run "
+                             f"has {getattr(args, name)!r}: its position in the data would "
+                             f"name other rows; use the same {flag}")
+
+
+def run(args):
+    if args.test_mini_batch_size == -1:
+        args.test_mini_batch_size = args.mini_batch_size
+    log = open_log(args)
+    reporter = ConsoleReporter(args.progress, args.print_time, args.print_wall_time,
+                               args.print_precision, log)
+    try:
+        return _run(args, reporter, log)
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _run(args, reporter, log):
+    say = reporter.say
+    if args.data_generation == "dataset":
+        train_ld, test_ld, sizes, about = dataset_loaders(args, say)
+        bottom_in = parse_dashed(args.arch_mlp_bot, "--arch-mlp-bot")[0]
+        if bottom_in != 13:
+            raise ValueError(f"Criteo rows have 13 dense features; --arch-mlp-bot starts with "
+                             f"{bottom_in}")
+    else:
+        train_ld, test_ld, sizes, about = synthetic_loaders(args)
+    # weights about to be loaded need no initialisation
+    model = build_model(args, sizes, init="none" if args.load_model else None)
+    optimizer = build_optimizer(args)
+    run_info = {name: getattr(args, name) for name in POSITION_SETTINGS}
+    state = TrainState()
+    if args.load_model:
+        if args.inference_only:
+            ckpt = load_checkpoint(args.load_model, model=model, with_optimizer=False)
+        else:
+            ckpt = load_checkpoint(args.load_model, model=model, optimizer=optimizer)
+        if not args.inference_only:
+            check_resume(ckpt.train_state.get("run", {}), args)
+            state = TrainState.from_dict(ckpt.train_state)
+        say(f"Loaded {args.load_model} (step {ckpt.train_state.get('step', '?')})")
+    if log is not None:
+        say(f"Logging metrics to {log.path}")
+        log.write({"event": "start", "command": "train", "argv": sys.argv[1:],
+                   "settings": vars(args), "data": about,
+                   "parameters": model.num_parameters()})
+    if args.inference_only:
+        record = {"event": "eval", "step": state.step, "epoch": 0, **evaluate(model, test_ld)}
+        reporter.evaluate(record)
+        return 0
+    trainer = Trainer(model, optimizer, train_ld, test_ld, nepochs=args.nepochs,
+                      num_batches=args.num_batches, print_freq=args.print_freq,
+                      test_freq=args.test_freq, round_targets=args.round_targets,
+                      save_path=args.save_model or None, reporter=reporter, state=state,
+                      run_info=run_info)
+    say(f"npdlrm train: {about}; {model.config.num_tables} tables, "
+        f"{model.num_parameters():,} parameters; {trainer.total_steps - state.step:,} steps of "
+        f"{args.mini_batch_size} ({args.nepochs} epochs of {trainer.batches_per_epoch} "
+        f"batches), {args.optimizer} lr={args.learning_rate}")
+    last = trainer.fit()
+    if last is not None:
+        say("Final held-out evaluation: " + format_eval(last, args.print_precision))
+    return 0

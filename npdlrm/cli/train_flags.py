@@ -1,0 +1,305 @@
+"""`npdlrm train` flags: the reference dlrm_s_pytorch.py's, with the same meaning.
+
+Where the reference is wrong, ours is right: its `type=bool` flags read "False" as
+true; ours read it as false. Reference flags npdlrm does not support yet are refused
+by name when given a value other than the reference's default.
+"""
+import argparse
+import json
+import pathlib
+
+from ..config import parse_dashed
+
+FALSE_WORDS, TRUE_WORDS = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
+
+# flag -> (the reference's default, what npdlrm lacks); refused unless left at the default
+UNSUPPORTED = {
+    "--weighted-pooling": (None, "weighted pooling"),
+    "--md-flag": (False, "mixed-dimension embeddings"),
+    "--md-threshold": (200, "mixed-dimension embeddings"),
+    "--md-temperature": (0.3, "mixed-dimension embeddings"),
+    "--md-round-dims": (False, "mixed-dimension embeddings"),
+    "--qr-flag": (False, "quotient-remainder embeddings"),
+    "--qr-threshold": (200, "quotient-remainder embeddings"),
+    "--qr-operation": ("mult", "quotient-remainder embeddings"),
+    "--qr-collisions": (4, "quotient-remainder embeddings"),
+    "--activation-function": ("relu", "activations other than relu"),
+    "--rand-data-dist": ("uniform", "the reference's uniform/gaussian index generator"),
+    "--rand-data-min": (0.0, "the reference's random-data ranges"),
+    "--rand-data-max": (1.0, "the reference's random-data ranges"),
+    "--rand-data-mu": (-1.0, "the reference's random-data ranges"),
+    "--rand-data-sigma": (1.0, "the reference's random-data ranges"),
+    "--data-trace-file": ("./input/dist_emb_j.log", "trace-based synthetic data"),
+    "--data-trace-enable-padding": (False, "trace-based synthetic data"),
+    "--data-sub-sample-rate": (0.0, "sub-sampling of negative rows"),
+    "--sync-dense-params": (True, "unsynchronised dense parameters"),
+    "--quantize-mlp-with-bit": (32, "quantized inference"),
+    "--quantize-emb-with-bit": (32, "quantized inference"),
+    "--save-onnx": (False, "ONNX export"),
+    "--use-gpu": (False, "the GPU (coming in a later release)"),
+    "--local_rank": (-1, "distributed runs (coming in a later release)"),
+    "--dist-backend": ("", "distributed runs (coming in a later release)"),
+    "--debug-mode": (False, "the reference's debug prints"),
+    "--enable-profiling": (False, "the torch profiler"),
+    "--plot-compute-graph": (False, "compute-graph plots"),
+    "--tensor-board-filename": ("run_kaggle_pt", "TensorBoard (npdlrm writes a JSONL log: "
+                                                  "--log-file)"),
+    "--mlperf-logging": (False, "MLPerf logging"),
+    "--mlperf-acc-threshold": (0.0, "MLPerf logging"),
+    "--mlperf-auc-threshold": (0.0, "MLPerf logging"),
+    "--mlperf-bin-loader": (False, "the MLPerf binary loader"),
+    "--mlperf-bin-shuffle": (False, "the MLPerf binary loader"),
+    "--mlperf-grad-accum-iter": (1, "gradient accumulation"),
+}
+STORE_TRUE = {"--md-flag", "--md-round-dims", "--qr-flag", "--save-onnx", "--use-gpu",
+              "--debug-mode", "--enable-profiling", "--plot-compute-graph", "--mlperf-logging",
+              "--mlperf-bin-loader", "--mlperf-bin-shuffle"}
+
+
+def str2bool(text):
+    """'True'/'False' (and 1/0, yes/no, on/off) as the words say."""
+    if isinstance(text, bool):
+        return text
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def dashed_ints(text):
+    try:
+        return "-".join(str(v) for v in parse_dashed(text, "value"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def dashed_floats(text):
+    parts = str(text).split("-") if isinstance(text, str) else list(text)
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by '-', got {text!r}") \
+            from None
+
+
+def _bool_flag(group, name, help):
+    group.add_argument(name, type=str2bool, nargs="?", const=True, default=False,
+                       metavar="BOOL", help=help + " (--flag, --flag True or --flag False)")
+
+
+def build_parser(parser=None):
+    p = parser or argparse.ArgumentParser(prog="npdlrm train")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = (
+        "Train a DLRM. The flags are those of the reference dlrm_s_pytorch.py, with the "
+        "same meaning and defaults, so reference command lines run unchanged.")
+    p.epilog = ("Reference flags npdlrm does not support yet, refused unless left at the "
+                "reference's default:\n  " + " ".join(sorted(UNSUPPORTED)) + "\n\nSettings "
+                "can also come from --config FILE (TOML or JSON, keys named like the flags); "
+                "the command line wins.")
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML or JSON file of settings, e.g. mini-batch-size = 128")
+    m = p.add_argument_group("model")
+    m.add_argument("--arch-sparse-feature-size", type=int, default=2, metavar="D",
+                   help="embedding dimension D (default 2)")
+    m.add_argument("--arch-embedding-size", type=dashed_ints, default="4-3-2",
+                   help="rows of each table, e.g. 1000-500-20 (with --data-generation "
+                        "dataset the data's own table sizes are used, as the reference does)")
+    m.add_argument("--arch-mlp-bot", type=dashed_ints, default="4-3-2",
+                   help="bottom MLP widths from the dense input to D, e.g. 13-512-256-64-16")
+    m.add_argument("--arch-mlp-top", type=dashed_ints, default="4-2-1",
+                   help="top MLP widths after the interaction, ending in 1, e.g. 512-256-1 "
+                        "(its input width is derived from the interaction, as the reference)")
+    m.add_argument("--arch-interaction-op", choices=["dot", "cat"], default="dot",
+                   help="dot: pairwise dot products (+ the bottom output); cat: concatenation")
+    m.add_argument("--arch-interaction-itself", action="store_true",
+                   help="include each vector's dot product with itself")
+    m.add_argument("--loss-function", choices=["mse", "bce", "wbce"], default="mse",
+                   help="mse (the reference's default), bce, or wbce (weighted by label)")
+    m.add_argument("--loss-weights", type=dashed_floats, default=(1.0, 1.0),
+                   help="wbce weights of labels 0 and 1, e.g. 1.0-1.0")
+    m.add_argument("--loss-threshold", type=float, default=0.0,
+                   help="clamp the click probability to [t, 1-t] when 0 < t < 1")
+    d = p.add_argument_group("data")
+    d.add_argument("--data-generation", choices=["random", "synthetic", "dataset"],
+                   default="random",
+                   help="random: uniform indices; synthetic: power-law indices (npdlrm's "
+                        "generator; the reference replays a trace here); both with labels "
+                        "from a planted model. dataset: Criteo (--data-set)")
+    d.add_argument("--data-set", choices=["kaggle", "terabyte"], default="kaggle",
+                   help="which Criteo data set --raw-data-file holds")
+    d.add_argument("--raw-data-file", default="",
+                   help="raw Criteo TSV (kaggle: train.txt[.gz]; terabyte: the prefix of "
+                        "day_0 ... day_23, e.g. /data/day)")
+    d.add_argument("--processed-data-file", default="",
+                   help="processed HDF5 file; made from --raw-data-file if it does not exist")
+    d.add_argument("--max-ind-range", type=int, default=-1,
+                   help="hash categorical values modulo this before the dictionary (-1: off)")
+    d.add_argument("--data-randomize", choices=["total", "none"], default="total",
+                   help="total: shuffle the training rows each epoch (by chunk windows, see "
+                        "docs); none: file order")
+    d.add_argument("--data-size", type=int, default=1,
+                   help="samples of random/synthetic training data (default: --num-batches x "
+                        "--mini-batch-size)")
+    d.add_argument("--num-batches", type=int, default=0,
+                   help="batches per epoch (0: the whole data set)")
+    d.add_argument("--num-indices-per-lookup", type=int, default=10,
+                   help="bag size of random/synthetic data (the maximum unless fixed)")
+    _bool_flag(d, "--num-indices-per-lookup-fixed", "every bag has exactly that many indices")
+    d.add_argument("--num-workers", type=int, default=0,
+                   help="accepted for compatibility: npdlrm always reads the next batches on "
+                        "one background thread")
+    d.add_argument("--test-num-workers", type=int, default=-1, help="as --num-workers")
+    d.add_argument("--memory-map", action="store_true",
+                   help="accepted for compatibility: npdlrm always streams from HDF5")
+    d.add_argument("--dataset-multiprocessing", action="store_true",
+                   help="accepted for compatibility: preprocessing is one streaming pass")
+    t = p.add_argument_group("training")
+    t.add_argument("--mini-batch-size", type=int, default=1, help="samples per step")
+    t.add_argument("--nepochs", type=int, default=1, help="epochs")
+    t.add_argument("--learning-rate", type=float, default=0.01, help="learning rate")
+    t.add_argument("--optimizer", choices=["sgd", "adagrad", "rwsadagrad"], default="sgd",
+                   help="for the tables; the MLPs use sgd, adagrad, adagrad (as the reference)")
+    t.add_argument("--lr-num-warmup-steps", type=int, default=0, help="linear warm-up steps")
+    t.add_argument("--lr-decay-start-step", type=int, default=0,
+                   help="step where polynomial decay starts")
+    t.add_argument("--lr-num-decay-steps", type=int, default=0, help="steps of decay")
+    _bool_flag(t, "--round-targets", "round the labels to 0/1")
+    t.add_argument("--numpy-rand-seed", type=int, default=123,
+                   help="seed of the initial weights (same weights as the reference), the "
+                        "synthetic data and the shuffling")
+    o = p.add_argument_group("evaluation and output")
+    o.add_argument("--print-freq", type=int, default=1, help="batches between loss lines")
+    o.add_argument("--test-freq", type=int, default=-1,
+                   help="batches between evaluations on the test split (and at the end of "
+                        "each epoch); -1: never")
+    o.add_argument("--test-mini-batch-size", type=int, default=-1,
+                   help="evaluation batch size (-1: --mini-batch-size)")
+    o.add_argument("--print-time", action="store_true", help="show ms per iteration")
+    o.add_argument("--print-wall-time", action="store_true", help="show the wall-clock time")
+    o.add_argument("--print-precision", type=int, default=5, help="digits of printed metrics")
+    o.add_argument("--save-model", default="",
+                   help="checkpoint (HDF5) written atomically after each evaluation and at "
+                        "the end; '{step}' in the name keeps one file per checkpoint (the "
+                        "reference keeps only the best test accuracy)")
+    o.add_argument("--load-model", default="",
+                   help="checkpoint to resume from (exactly: weights, optimizer state, "
+                        "position in the data)")
+    o.add_argument("--inference-only", action="store_true",
+                   help="with --load-model: only evaluate the loaded model on the test split")
+    n = p.add_argument_group("npdlrm only")
+    n.add_argument("--log-file", default=None,
+                   help="JSONL log of every metric (default runs/npdlrm-<time>.jsonl; '' "
+                        "for none)")
+    n.add_argument("--progress", type=str2bool, nargs="?", const=True, default=None,
+                   metavar="BOOL", help="progress bar (default: when stderr is a terminal)")
+    n.add_argument("--power-law-exponent", type=dashed_floats, default=(1.1,),
+                   help="synthetic data: Zipf exponent, one for all tables or one per table "
+                        "(e.g. 0.9-1.1-1.3)")
+    n.add_argument("--test-data-size", type=int, default=20000,
+                   help="held-out samples of random/synthetic data")
+    n.add_argument("--init", choices=["reference", "fast"], default="reference",
+                   help="reference: the reference's initial weights, bit for bit; fast: "
+                        "float32 draws (much faster for huge tables)")
+    n.add_argument("--strict", action="store_true",
+                   help="preprocessing: stop at the first malformed row instead of skipping")
+    u = p.add_argument_group("reference flags not supported yet (see the list below)")
+    for flag, (default, _) in UNSUPPORTED.items():
+        if flag in STORE_TRUE:
+            u.add_argument(flag, action="store_true", default=None, help=argparse.SUPPRESS)
+        else:
+            kind = str2bool if isinstance(default, bool) else (
+                type(default) if default is not None else str)
+            u.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def load_config(path, parser):
+    """Settings from a TOML or JSON file, keyed like the flags; returns parser defaults."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = file.read_text()
+    if file.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ImportError:
+            raise ValueError("TOML config files need Python 3.11 or newer; use JSON") from None
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config file {path}: {e}") from None
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {path}: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a table of settings")
+    dests = {a.dest: a for a in parser._actions}
+    defaults = {}
+    for key, value in values.items():
+        dest = key.lstrip("-").replace("-", "_")
+        action = dests.get(dest)
+        if action is None or dest in ("help", "config"):
+            raise ValueError(f"config file {path}: unknown setting {key!r}")
+        if action.type is not None and isinstance(value, str):
+            try:
+                value = action.type(value)
+            except (argparse.ArgumentTypeError, ValueError) as e:
+                raise ValueError(f"config file {path}: {key}: {e}") from None
+        if action.choices is not None and value not in action.choices:
+            raise ValueError(f"config file {path}: {key} must be one of "
+                             f"{list(action.choices)}, got {value!r}")
+        defaults[dest] = value
+    return defaults
+
+
+def refuse_unsupported(args):
+    """Raise ValueError naming the first reference flag set to a value npdlrm lacks."""
+    for flag, (default, what) in UNSUPPORTED.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None and value != default:
+            raise ValueError(f"{flag} {value!r}: npdlrm does not support {what} yet; remove "
+                             f"the flag (its default is {default!r})")
+
+
+def parse_train_args(argv=None, parser=None):
+    """Parse (config file, then the command line); raises ValueError on bad settings."""
+    p = build_parser(parser)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        p.set_defaults(**load_config(known.config, p))
+    args = p.parse_args(argv)
+    refuse_unsupported(args)
+    check_values(args)
+    return args
+
+
+def check_values(args):
+    positive = ("mini_batch_size", "print_freq", "arch_sparse_feature_size",
+                "num_indices_per_lookup", "test_data_size")
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got "
+                             f"{getattr(args, name)}")
+    for name in ("nepochs", "num_batches", "lr_num_warmup_steps", "lr_decay_start_step",
+                 "lr_num_decay_steps"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got "
+                             f"{getattr(args, name)}")
+    if args.test_mini_batch_size == 0 or args.test_mini_batch_size < -1:
+        raise ValueError(f"--test-mini-batch-size must be positive or -1, got "
+                         f"{args.test_mini_batch_size}")
+    if not args.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if args.inference_only and not args.load_model:
+        raise ValueError("--inference-only needs --load-model (the model to evaluate)")
+    if args.data_generation == "dataset" and not (args.processed_data_file or
+                                                  args.raw_data_file):
+        raise ValueError("--data-generation dataset needs --processed-data-file (and "
+                         "--raw-data-file to make it)")

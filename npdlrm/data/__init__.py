@@ -1,0 +1,1 @@
+"""Data: synthetic generators, Criteo preprocessing into HDF5, the batch loader."""
