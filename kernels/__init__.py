@@ -5,6 +5,7 @@ and a parallel one above a work threshold; both give bitwise identical
 results, whatever the Numba thread count.
 """
 from .bias_relu import bias_backward, bias_forward, bias_relu_forward, relu_bias_backward
+from .criteo_parse import parse_criteo_lines
 from .embedding_bag import embedding_bag_forward, embedding_bag_grad
 from .embedding_update import (
     embedding_adagrad_update,
@@ -26,4 +27,5 @@ __all__ = [
     "bias_forward",
     "relu_bias_backward",
     "bias_backward",
+    "parse_criteo_lines",
 ]

@@ -56,7 +56,7 @@ def dataset_loaders(args, say):
         say(f"Preprocessing {args.raw_data_file} into {path} (once; later runs reuse it)")
         report = preprocess_criteo(args.raw_data_file, path, dataset=args.data_set,
                                    max_ind_range=args.max_ind_range, strict=args.strict)
-        say(f"Preprocessed {report.rows_written:,} rows, {report.malformed:,} malformed rows "
+        say(f"Preprocessed {report.rows:,} rows, {report.malformed_rows:,} malformed rows "
             f"skipped")
     data = open_processed(path)
     done = data.preprocessing.get("max_ind_range", -1)

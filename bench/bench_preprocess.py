@@ -1,0 +1,84 @@
+"""Criteo TSV parsing speed: the Numba block parser vs a line-by-line Python parser.
+
+Builds a raw file by repeating the real Criteo sample (or synthetic lines when it is
+absent), then times, in this one run and on the same bytes:
+  python-line   `parse_line_python` on every line (the slow reference parser)
+  numba-block   `read_criteo_tsv` (block reads + the Numba kernel), plain file
+  numba-gz      the same on the gzip file
+  preprocess    `preprocess_criteo` end to end (dict encoding: two passes + HDF5 writes)
+and prints rows/s of each. Usage: .venv/bin/python bench/bench_preprocess.py [--rows N]
+"""
+import argparse
+import gzip
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from npdlrm.data.criteo_tsv import parse_line_python, read_criteo_tsv
+from npdlrm.data.preprocess import preprocess_criteo
+
+SAMPLE = "/work/shared/data/criteo_sample/train_10k.txt.gz"
+
+
+def sample_lines():
+    if os.path.exists(SAMPLE):
+        with gzip.open(SAMPLE, "rb") as f:
+            return f.read().splitlines()
+    rng = np.random.default_rng(0)
+    return [b"\t".join([b"%d" % rng.integers(0, 2)]
+                       + [b"%d" % rng.integers(0, 1000) for _ in range(13)]
+                       + [b"%08x" % rng.integers(0, 2**32) for _ in range(26)])
+            for _ in range(10_000)]
+
+
+def timed(fn):
+    t = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=400_000, help="rows of the raw file")
+    p.add_argument("--python-rows", type=int, default=50_000,
+                   help="rows timed with the slow Python parser (it is slow)")
+    args = p.parse_args(argv)
+    base = sample_lines()
+    lines = (base * (args.rows // len(base) + 1))[:args.rows]
+    data = b"\n".join(lines) + b"\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, gz = os.path.join(tmp, "train.txt"), os.path.join(tmp, "train.txt.gz")
+        with open(plain, "wb") as f:
+            f.write(data)
+        with gzip.open(gz, "wb", compresslevel=6) as f:
+            f.write(data)
+
+        def run_numba(path):
+            return sum(len(b.labels) for b in read_criteo_tsv(path))
+
+        run_numba(plain)  # compile (or load the cache) before timing
+        rows = {}
+        n_py = min(args.python_rows, len(lines))
+        _, t = timed(lambda: [parse_line_python(x) for x in lines[:n_py]])
+        rows["python-line"] = (n_py, t)
+        rows["numba-block"] = timed(lambda: run_numba(plain))
+        rows["numba-gz"] = timed(lambda: run_numba(gz))
+        rep, t = timed(lambda: preprocess_criteo(plain, os.path.join(tmp, "out.h5")))
+        rows["preprocess"] = (rep.rows, t)
+        print(f"raw file: {len(lines):,} rows, {len(data) / 2**20:.1f} MiB "
+              f"({os.path.getsize(gz) / 2**20:.1f} MiB gzip); cpus: {os.cpu_count()}")
+        print(f"{'what':<14}{'rows':>12}{'seconds':>10}{'rows/s':>14}{'MiB/s':>9}")
+        bytes_per_row = len(data) / len(lines)
+        for name, (n, t) in rows.items():
+            print(f"{name:<14}{n:>12,}{t:>10.2f}{n / t:>14,.0f}"
+                  f"{n * bytes_per_row / t / 2**20:>9.1f}")
+        speedup = (rows["numba-block"][0] / rows["numba-block"][1]) / (n_py / rows["python-line"][1])
+        print(f"numba-block vs python-line: {speedup:.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""`npdlrm preprocess`: raw Criteo TSV (Kaggle or Terabyte) -> processed HDF5."""
+import sys
+import time
+
+
+def add_arguments(p):
+    p.description = ("Parse raw Criteo TSV (plain or .gz) into the processed HDF5 file that "
+                     "npdlrm train reads (reference data_utils.py rules).")
+    p.add_argument("--raw-data-file", required=True,
+                   help="Kaggle: train.txt(.gz); Terabyte: the prefix of day_0 ... (e.g. "
+                        "/data/day)")
+    p.add_argument("--processed-data-file", required=True, help="output HDF5 file")
+    p.add_argument("--data-set", choices=["kaggle", "terabyte"], default="kaggle",
+                   help="dataset layout (default kaggle)")
+    p.add_argument("--encoding", choices=["dict", "hash"], default="dict",
+                   help="categorical ids: per-column dictionary by first appearance, or "
+                        "value %% max-ind-range (default dict)")
+    p.add_argument("--max-ind-range", type=int, default=-1,
+                   help="take categorical values modulo this when > 0 (default -1)")
+    p.add_argument("--frequency-threshold", type=int, default=0,
+                   help="dict encoding: keys seen fewer times share one id (default 0: off)")
+    p.add_argument("--days", type=int, default=None,
+                   help="Kaggle: equal days to cut the rows into (default 7); Terabyte: "
+                        "day files to read (default 24)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first malformed row instead of skipping it")
+    p.add_argument("--force", action="store_true",
+                   help="redo everything, even a complete output with the same options")
+    p.add_argument("--chunk-rows", type=int, default=32768,
+                   help="rows per HDF5 chunk (default 32768)")
+
+
+class _StderrProgress:
+    """Prints one progress line to stderr at most every `every` seconds."""
+
+    def __init__(self, err, every=1.0):
+        self.err, self.every, self.last, self.stage = err, every, 0.0, None
+
+    def __call__(self, stage, rows, done, total):
+        now = time.monotonic()
+        if self.stage is not None and stage != self.stage:
+            print(file=self.err)
+        if now - self.last >= self.every or done >= total or stage != self.stage:
+            self.stage = stage
+            self.last = now
+            pct = 100.0 * done / total if total else 100.0
+            print(f"\r{stage}: {rows:,} rows, {pct:5.1f}% of the raw bytes",
+                  end="", file=self.err, flush=True)
+
+
+def run(args, err=None) -> int:
+    """Run the subcommand, printing progress and a summary to `err` (default stderr).
+
+    Returns the exit code: 0, or 2 on bad input (with a message, no traceback).
+    """
+    from ..data.preprocess import preprocess_criteo
+    err = sys.stderr if err is None else err
+    progress = _StderrProgress(err)
+    try:
+        report = preprocess_criteo(
+            args.raw_data_file, args.processed_data_file, dataset=args.data_set,
+            encoding=args.encoding, max_ind_range=args.max_ind_range,
+            frequency_threshold=args.frequency_threshold, strict=args.strict,
+            days=args.days, chunk_rows=args.chunk_rows, force=args.force, progress=progress)
+    except (ValueError, OSError) as e:
+        if progress.last:
+            print(file=err)
+        print(f"npdlrm preprocess: error: {e}", file=err)
+        return 2
+    if progress.last:
+        print(file=err)
+    if report.skipped:
+        print(f"{report.path} is already complete with these options; nothing to do "
+              "(--force redoes it)", file=err)
+    elif report.resumed:
+        print(f"resumed: dictionary reused: {report.dictionary_reused}, part files reused: "
+              f"{report.parts_reused}", file=err)
+    print(f"{report.path}: {report.rows:,} rows, day rows {list(report.day_rows)}",
+          file=err)
+    print(f"table sizes: {list(report.table_sizes)}", file=err)
+    print(f"malformed rows skipped: {report.malformed_rows:,}", file=err)
+    for example in report.malformed_examples:
+        print(f"  {example}", file=err)
+    return 0

@@ -1,0 +1,253 @@
+"""The processed Criteo HDF5 format ("npdlrm-criteo", version 1): writer and reader.
+
+A file holds root attributes (format, format_version, dataset, num_dense, num_tables,
+table_sizes, day_rows, num_rows, chunk_rows, parts, preprocessing) and, when `parts`
+is empty, the datasets `dense` (n, 13) float32, `labels` (n,) float32 and
+`sparse/0..25` (n,) int32 (int64 for a table over 2**31-1 rows). Otherwise the file
+is a manifest and the rows live in the part files it names, concatenated in order.
+Every file is written under a temporary name and renamed when complete.
+"""
+import contextlib
+import json
+import os
+
+import h5py
+import numpy as np
+
+from . import splits
+
+FORMAT_NAME = "npdlrm-criteo"
+FORMAT_VERSION = 1
+NUM_DENSE = 13
+NUM_TABLES = 26
+INT32_MAX = 2**31 - 1
+CHUNK_CACHE_BYTES = 64 << 20
+
+
+def partial_path(path):
+    """The temporary name `path` is written under: `.{name}.partial` beside it."""
+    head, name = os.path.split(os.fspath(path))
+    return os.path.join(head, f".{name}.partial")
+
+
+def sparse_dtype(table_size):
+    """int32, or int64 for a table over 2**31-1 rows."""
+    return np.int32 if int(table_size) <= INT32_MAX else np.int64
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_h5(path):
+    """Yield an h5py.File written at `partial_path(path)`; renamed to `path` on success.
+
+    On an exception the partial file is removed and the exception propagates.
+    """
+    path = os.fspath(path)
+    tmp = partial_path(path)
+    f = h5py.File(tmp, "w", rdcc_nbytes=CHUNK_CACHE_BYTES)
+    try:
+        yield f
+        f.flush()
+    except BaseException:
+        f.close()
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    f.close()
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def write_root_attrs(f, dataset, table_sizes, day_rows, chunk_rows, parts, preprocessing):
+    """Write the root attributes of a processed file (or part) to h5py.File f."""
+    a = f.attrs
+    a["format"] = FORMAT_NAME
+    a["format_version"] = np.int64(FORMAT_VERSION)
+    a["dataset"] = str(dataset)
+    a["num_dense"] = np.int64(NUM_DENSE)
+    a["num_tables"] = np.int64(NUM_TABLES)
+    a["table_sizes"] = np.asarray(table_sizes, dtype=np.int64)
+    a["day_rows"] = np.asarray(day_rows, dtype=np.int64)
+    a["num_rows"] = np.int64(sum(int(r) for r in day_rows))
+    a["chunk_rows"] = np.int64(chunk_rows)
+    a["parts"] = json.dumps(list(parts))
+    a["preprocessing"] = json.dumps(preprocessing, sort_keys=True)
+
+
+class RowWriter:
+    """Appends rows to the datasets of an open h5py.File, whole chunks at a time."""
+
+    def __init__(self, f, table_sizes, chunk_rows, compression=None):
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.chunk_rows = int(chunk_rows)
+        self.rows = 0
+        c, z = self.chunk_rows, compression
+        self._dense = f.create_dataset("dense", (0, NUM_DENSE), np.float32, chunks=(c, NUM_DENSE),
+                                       maxshape=(None, NUM_DENSE), compression=z)
+        self._labels = f.create_dataset("labels", (0,), np.float32, chunks=(c,),
+                                        maxshape=(None,), compression=z)
+        grp = f.create_group("sparse")
+        self._sparse = [grp.create_dataset(str(k), (0,), sparse_dtype(n), chunks=(c,),
+                                           maxshape=(None,), compression=z)
+                        for k, n in enumerate(table_sizes)]
+        self._pending = []
+        self._pending_rows = 0
+
+    def append(self, dense, ids, labels):
+        """Queue rows. dense: (n, 13) float32; ids: (n, 26) int; labels: (n,) float32."""
+        if len(labels):
+            self._pending.append((dense, ids, labels))
+            self._pending_rows += len(labels)
+        if self._pending_rows >= self.chunk_rows:
+            self._flush(self._pending_rows - self._pending_rows % self.chunk_rows)
+
+    def close(self):
+        """Write the rows still queued."""
+        self._flush(self._pending_rows)
+
+    def _flush(self, n):
+        if n == 0:
+            return
+        dense = np.concatenate([p[0] for p in self._pending])
+        ids = np.concatenate([p[1] for p in self._pending])
+        labels = np.concatenate([p[2] for p in self._pending])
+        lo, hi = self.rows, self.rows + n
+        self._dense.resize((hi, NUM_DENSE))
+        self._dense[lo:hi] = dense[:n]
+        self._labels.resize((hi,))
+        self._labels[lo:hi] = labels[:n]
+        for k, ds in enumerate(self._sparse):
+            ds.resize((hi,))
+            ds[lo:hi] = ids[:n, k].astype(ds.dtype)
+        self.rows = hi
+        self._pending_rows -= n
+        self._pending = [(dense[n:], ids[n:], labels[n:])] if self._pending_rows else []
+
+
+def read_attrs(path):
+    """Root attributes of a processed file as a dict (JSON attributes decoded).
+
+    Raises ValueError when `path` is not an npdlrm processed Criteo file of this version.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"processed data file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: f.attrs[k] for k in f.attrs}
+    except OSError as e:
+        raise ValueError(f"{path} is not an npdlrm processed Criteo file (not HDF5: {e})") from None
+    fmt = attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT_NAME:
+        raise ValueError(f"{path} is not an npdlrm processed Criteo file "
+                         f"(format attribute {fmt!r}, expected {FORMAT_NAME!r})")
+    version = int(attrs.get("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {version}, this npdlrm reads {FORMAT_VERSION}")
+    for key in ("parts", "preprocessing"):
+        attrs[key] = json.loads(attrs[key])
+    return attrs
+
+
+class ProcessedData:
+    """Read access to a processed Criteo file (or manifest and its parts)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        attrs = read_attrs(self.path)
+        self.dataset = str(attrs["dataset"])
+        self.num_dense = int(attrs["num_dense"])
+        self.table_sizes = tuple(int(n) for n in attrs["table_sizes"])
+        self.num_rows = int(attrs["num_rows"])
+        self.day_rows = tuple(int(n) for n in attrs["day_rows"])
+        self.chunk_rows = int(attrs["chunk_rows"])
+        self.preprocessing = attrs["preprocessing"]
+        folder = os.path.dirname(self.path)
+        names = attrs["parts"]
+        paths = [os.path.join(folder, n) for n in names] if names else [self.path]
+        for p in paths:
+            if not os.path.exists(p):
+                raise ValueError(f"{self.path}: part file {p} is missing")
+        self._files, self._sets = [], []
+        try:
+            for p in paths:
+                if p != self.path:
+                    read_attrs(p)
+                self._files.append(h5py.File(p, "r"))
+            self._sets = [(f["dense"], [f["sparse"][str(k)] for k in range(len(self.table_sizes))],
+                           f["labels"]) for f in self._files]
+            self._bounds = np.concatenate(
+                [[0], np.cumsum([s[2].shape[0] for s in self._sets])]).astype(np.int64)
+        except KeyError as e:
+            self.close()
+            raise ValueError(f"{self.path}: a dataset is missing from its data ({e})") from None
+        except BaseException:
+            self.close()
+            raise
+        if int(self._bounds[-1]) != self.num_rows:
+            self.close()
+            raise ValueError(f"{self.path}: num_rows is {self.num_rows} but its data holds "
+                             f"{int(self._bounds[-1])} rows")
+
+    def split_ranges(self, split):
+        """[(start, stop)] global row ranges of 'train' | 'test' | 'val' | 'all'."""
+        return splits.split_ranges(self.day_rows, split)
+
+    def read(self, start, stop):
+        """(dense (n, 13) float32, [26 x (n,) int64], labels (n,) float32) of rows [start, stop)."""
+        start, stop = int(start), int(stop)
+        if not 0 <= start <= stop <= self.num_rows:
+            raise ValueError(f"rows [{start}, {stop}) out of range: {self.path} holds "
+                             f"{self.num_rows} rows")
+        dense, sparse, labels = [], [[] for _ in self.table_sizes], []
+        for i, (dense_set, sparse_sets, label_set) in enumerate(self._sets):
+            lo = max(start, int(self._bounds[i])) - int(self._bounds[i])
+            hi = min(stop, int(self._bounds[i + 1])) - int(self._bounds[i])
+            if hi <= lo:
+                continue
+            dense.append(dense_set[lo:hi])
+            labels.append(label_set[lo:hi])
+            for k, ds in enumerate(sparse_sets):
+                sparse[k].append(ds[lo:hi].astype(np.int64))
+        if not labels:
+            return (np.zeros((0, self.num_dense), np.float32),
+                    [np.zeros(0, np.int64) for _ in self.table_sizes], np.zeros(0, np.float32))
+        return (np.concatenate(dense), [np.concatenate(s) for s in sparse],
+                np.concatenate(labels))
+
+    def close(self):
+        """Close the HDF5 files."""
+        for f in self._files:
+            f.close()
+        self._files, self._sets = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_processed(path):
+    """Open a processed Criteo file: a `ProcessedData` (also a context manager)."""
+    return ProcessedData(path)
