@@ -7,7 +7,7 @@ import numpy as np
 from .metrics import roc_auc
 from .model import DLRM
 from .optimizers import Optimizer
-from .synthetic import PlantedData
+from .data.synthetic import SyntheticData
 
 
 def parse_args(argv=None):
@@ -34,15 +34,16 @@ def main(argv=None):
     model = DLRM.from_arch(arch_mlp_bot=f"13-64-{D}", arch_mlp_top="64-32-1",
                            arch_embedding_size=a.tables, arch_sparse_feature_size=D,
                            seed=a.seed)
-    data = PlantedData(13, model.config.table_sizes, seed=a.seed)
-    held_out = data.batch(a.eval_size)
+    data = SyntheticData(13, model.config.table_sizes, a.steps * a.batch_size, seed=a.seed)
+    held_out = SyntheticData(13, model.config.table_sizes, a.eval_size,
+                             seed=a.seed).batch(0, a.eval_size, "test")
     opt = Optimizer(a.optimizer, lr=a.lr)
     print(f"npdlrm demo: {model.config.num_tables} tables, {model.num_parameters():,} parameters, "
           f"{a.steps} steps of {a.batch_size}, {a.optimizer} lr={a.lr}")
     print("(the first steps compile the Numba kernels on a fresh install)", flush=True)
     t0, window = time.perf_counter(), []
     for step in range(1, a.steps + 1):
-        dense, idx, off, y, _ = data.batch(a.batch_size)
+        dense, idx, off, y, _ = data.batch(step - 1, a.batch_size)
         window.append(model.train_step(dense, idx, off, y, opt))
         if step % a.print_every == 0 or step == a.steps:
             now = time.perf_counter()

@@ -6,7 +6,7 @@ import pytest
 
 import npdlrm
 from npdlrm.metrics import log_loss, roc_auc
-from npdlrm.synthetic import PlantedData
+from npdlrm.data.synthetic import SyntheticData
 
 
 # ----------------------------------------------------------------------------
@@ -68,14 +68,14 @@ def train_on_planted(optimizer, lr, steps=300, B=128, dtype="float32", op="dot",
                                   arch_embedding_size="-".join(map(str, TABLES)),
                                   arch_sparse_feature_size=8, arch_interaction_op=op,
                                   dtype=dtype, seed=seed)
-    data = PlantedData(8, TABLES, seed=1, signal=2.0, bias=-0.5)
-    dense, idx, off, y, p_true = data.batch(5000)  # held out: drawn before any training batch
+    data = SyntheticData(8, TABLES, max(steps * B, 5000), signal=2.0, bias=-0.5, seed=1)
+    dense, idx, off, y, p_true = data.batch(0, 5000, "test")  # held out
     p0 = model.predict(dense, idx, off)
     start = (log_loss(y, p0), roc_auc(y, p0))
     opt = npdlrm.Optimizer(optimizer, lr=lr)
     train_losses = []
-    for _ in range(steps):
-        d, i, o, yy, _ = data.batch(B)
+    for step in range(steps):
+        d, i, o, yy, _ = data.batch(step, B)
         train_losses.append(model.train_step(d, i, o, yy, opt))
     p = model.predict(dense, idx, off)
     return dict(start=start, end=(log_loss(y, p), roc_auc(y, p)),
