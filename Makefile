@@ -17,11 +17,23 @@ install: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q tests
 
+# `make train`: a real run on synthetic data with a planted model, about a minute on
+# 2 cores; the same flags as the reference dlrm_s_pytorch.py (`npdlrm train --help`).
+TRAIN_FLAGS := --data-generation synthetic \
+	--arch-embedding-size 1460-583-100000-50000-305-24-12517-633-3-93145-5683-80000-3194-27-14992-50000-10-5652-2173-4-70000-18-15-28000-105-14200 \
+	--arch-sparse-feature-size 16 --arch-mlp-bot 13-128-64-16 --arch-mlp-top 128-64-1 \
+	--loss-function bce --optimizer adagrad --learning-rate 0.05 \
+	--mini-batch-size 512 --num-batches 3000 --nepochs 1 \
+	--print-freq 500 --print-time --test-freq 1000 --test-mini-batch-size 8192 \
+	--test-data-size 50000 --log-file runs/make-train.jsonl
+
 train: $(STAMP)
-	$(PY) -m npdlrm.demo $(ARGS)
+	$(VENV)/bin/npdlrm train $(TRAIN_FLAGS) $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/bench_train.py $(ARGS)
+	$(PY) bench/bench_data.py
+	$(PY) bench/bench_preprocess.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
