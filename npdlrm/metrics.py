@@ -27,29 +27,30 @@ def check_labels(labels):
     return y.astype(np.float64)
 
 
+def _numbers(values, n, what, check_nan=True):
+    """values: (n,) real numbers (none NaN when check_nan) -> float64 (n,)."""
+    v = np.asarray(values).ravel()
+    if v.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be numbers, got dtype {v.dtype}")
+    if v.size != n:
+        raise ValueError(f"{n} labels but {v.size} {what}: expected one per label")
+    bad = np.isnan(v) if check_nan and v.dtype.kind == "f" else np.zeros(v.shape, bool)
+    if bad.any():
+        _first_bad(bad, v, f"{what} must not be NaN; the value")
+    return v.astype(np.float64)
+
+
 def check_probs(probs, n):
     """probs: (n,) in [0, 1], no NaN -> float64 (n,)."""
-    p = np.asarray(probs).ravel()
-    if p.dtype.kind not in "biuf":
-        raise ValueError(f"probabilities must be numbers, got dtype {p.dtype}")
-    if p.size != n:
-        raise ValueError(f"{n} labels but {p.size} probabilities: expected one per label")
+    p = _numbers(probs, n, "probabilities", check_nan=False)
     bad = ~((p >= 0) & (p <= 1))  # NaN fails both comparisons
     if bad.any():
         _first_bad(bad, p, "probabilities must be in [0, 1]; the probability")
-    return p.astype(np.float64)
+    return p
 
 
 def _check_scores(scores, n):
-    s = np.asarray(scores).ravel()
-    if s.dtype.kind not in "biuf":
-        raise ValueError(f"scores must be numbers, got dtype {s.dtype}")
-    if s.size != n:
-        raise ValueError(f"{n} labels but {s.size} scores: expected one per label")
-    bad = np.isnan(s)
-    if bad.any():
-        _first_bad(bad, s, "scores must not be NaN; the score")
-    return s.astype(np.float64)
+    return _numbers(scores, n, "scores")
 
 
 def _auc(y, s):

@@ -32,6 +32,12 @@ def read_log(path):
     return train, evals
 
 
+def _curve(ax, records, key, style, label):
+    points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+    if points:
+        ax.plot(*zip(*points), style, label=label)
+
+
 def run(args, say=print):
     try:
         import matplotlib
@@ -42,26 +48,15 @@ def run(args, say=print):
     import matplotlib.pyplot as plt
     train, evals = read_log(args.log)
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(11, 4))
-    if train:
-        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-    ev = [r for r in evals if r.get("log_loss") is not None]
-    if ev:
-        ax_loss.plot([r["step"] for r in ev], [r["log_loss"] for r in ev], "o-",
-                     label="held-out log loss")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
-    ev = [r for r in evals if r.get("auc") is not None]
-    ax_auc.plot([r["step"] for r in ev], [r["auc"] for r in ev], "o-", label="held-out AUC")
-    planted = [r for r in ev if r.get("planted_auc") is not None]
-    if planted:
-        ax_auc.plot([r["step"] for r in planted], [r["planted_auc"] for r in planted], "--",
-                    label="planted model's AUC")
-    ax_auc.set_xlabel("step")
-    ax_auc.set_ylabel("AUC")
-    ax_auc.legend()
-    ax_auc.grid(alpha=0.3)
+    _curve(ax_loss, train, "loss", "-", "train loss")
+    _curve(ax_loss, evals, "log_loss", "o-", "held-out log loss")
+    _curve(ax_auc, evals, "auc", "o-", "held-out AUC")
+    _curve(ax_auc, evals, "planted_auc", "--", "planted model's AUC")
+    for ax, name in ((ax_loss, "loss"), (ax_auc, "AUC")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(args.output, dpi=100)
     plt.close(fig)
