@@ -95,3 +95,11 @@ def test_plot_refuses_a_log_without_records(tmp_path, capsys):
     log.write_text("not json\n")
     assert main(["plot", str(log), "-o", str(tmp_path / "x.png")]) == 2
     assert "line 1" in capsys.readouterr().err
+
+
+def test_progress_bar_shows_loss_and_rate(tmp_path, capsys):
+    argv = ["train", *SMALL, "--log-file", "", "--num-batches", "20", "--print-freq", "100"]
+    argv[argv.index("--progress") + 1] = "True"
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "training" in err and "20/20" in err and "loss=" in err and "samples/s=" in err
