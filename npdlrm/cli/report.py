@@ -66,7 +66,7 @@ class ConsoleReporter(Reporter):
         self.print_time, self.print_wall_time = print_time, print_wall_time
         self.precision, self.log, self.out = precision, log, out or sys.stdout
         self.bar = None
-        self._rate = None
+        self._samples, self._t0 = 0, 0.0
 
     def say(self, text):
         if self.bar is not None:
@@ -83,18 +83,20 @@ class ConsoleReporter(Reporter):
         if self.progress:
             self.bar = tqdm(total=trainer.total_steps, initial=st.step, unit="it",
                             dynamic_ncols=True, file=sys.stderr, desc="training")
+            self._samples, self._t0 = 0, time.perf_counter()
         if st.step:
             self.say(f"Resuming at step {st.step}: batch {st.batch} of epoch {st.epoch}")
 
     def step(self, trainer, loss, batch_size):
-        if self.bar is not None:
-            self.bar.update(1)
-            if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
-                rate = self.bar.format_dict.get("rate")
-                post = {"loss": f"{loss:.4f}"}
-                if rate:
-                    post["samples/s"] = f"{rate * batch_size:,.0f}"
-                self.bar.set_postfix(post, refresh=False)
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        self._samples += batch_size
+        if self.bar.n % 10 == 0 or self.bar.n == self.bar.total:
+            seconds = max(time.perf_counter() - self._t0, 1e-9)
+            self.bar.set_postfix({"loss": f"{loss:.4f}",
+                                  "samples/s": f"{self._samples / seconds:,.0f}"},
+                                 refresh=False)
 
     def train(self, record):
         self.record(record)
