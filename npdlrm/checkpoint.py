@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_write
 from .config import DLRMConfig
 from .model import DLRM
 from .optimizers import Optimizer
@@ -90,14 +91,6 @@ def _write(f, model, optimizer, config_json, state_json):
             _write_array(tables, str(k), table.state)
 
 
-def _fsync_path(path, flags=os.O_RDONLY):
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path, model, optimizer=None, train_state=None):
     """Write `model` (and `optimizer`'s state, `train_state`: a JSON-able dict) to `path`.
 
@@ -113,16 +106,8 @@ def save_checkpoint(path, model, optimizer=None, train_state=None):
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot save {path}: folder {folder} does not exist")
     tmp = os.path.join(folder, f".{name}.partial-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write(f, model, optimizer, config_json, state_json)
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_path(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    with atomic_write(path, tmp), h5py.File(tmp, "w") as f:
+        _write(f, model, optimizer, config_json, state_json)
 
 
 # ---- reading and checking -------------------------------------------------------

@@ -53,9 +53,9 @@ class Reporter:
         pass
 
 
-def evaluate(model, loader, epoch=0):
-    """Predict every batch of `loader`; returns metrics.evaluate's dict, plus `planted_auc`
-    etc. (the same metrics of the planted probabilities) when the data carries them."""
+def predict_all(model, loader, epoch=0):
+    """Predict every batch of `loader`; returns labels (N,), probabilities (N,) and the
+    planted probabilities (N,) when the data carries them, else None."""
     labels, probs, truth = [], [], []
     with closing(loader.epoch(epoch)) as batches:
         for mb in batches:
@@ -65,9 +65,17 @@ def evaluate(model, loader, epoch=0):
                 truth.append(mb.truth)
     y = np.concatenate(labels) if labels else np.zeros(0, np.float32)
     p = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    planted = np.concatenate(truth) if truth and len(truth) == len(labels) else None
+    return y, p, planted
+
+
+def evaluate(model, loader, epoch=0):
+    """metrics.evaluate's dict over `loader`, plus `planted_auc` etc. (the same metrics of
+    the planted probabilities) when the data carries them."""
+    y, p, truth = predict_all(model, loader, epoch)
     result = evaluate_metrics(y, p)
-    if truth and len(truth) == len(labels):
-        planted = evaluate_metrics(y, np.concatenate(truth))
+    if truth is not None:
+        planted = evaluate_metrics(y, truth)
         result.update({f"planted_{k}": v for k, v in planted.items()
                        if k in ("auc", "log_loss", "accuracy")})
     return result

@@ -10,6 +10,7 @@ import pytest
 from gradcheck import csr, tiny_batch, tiny_model
 
 import npdlrm
+from npdlrm import atomic as atomic_mod
 from npdlrm import checkpoint as ckpt_mod
 from npdlrm.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 
@@ -253,16 +254,17 @@ def _fail_on_call(n, real):
     return patched
 
 
-@pytest.mark.parametrize("target,n", [("_write_array", 5), ("_write_array", 14),
-                                      ("_fsync_path", 1)])
-def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch, target, n):
+@pytest.mark.parametrize("module,target,n", [(ckpt_mod, "_write_array", 5),
+                                             (ckpt_mod, "_write_array", 14),
+                                             (atomic_mod, "fsync_path", 1)])
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch, module, target, n):
     path = str(tmp_path / "ck.h5")
     old, opt = tiny_model("float32", seed=1), npdlrm.Optimizer("adagrad", lr=0.1)
     train(old, opt, range(1))
     save_checkpoint(path, old, opt, {"which": "old"})
     new, new_opt = tiny_model("float32", seed=2), npdlrm.Optimizer("adagrad", lr=0.1)
     train(new, new_opt, range(3))
-    monkeypatch.setattr(ckpt_mod, target, _fail_on_call(n, getattr(ckpt_mod, target)))
+    monkeypatch.setattr(module, target, _fail_on_call(n, getattr(module, target)))
     with pytest.raises(OSError, match="simulated"):
         save_checkpoint(path, new, new_opt, {"which": "new"})
     assert os.listdir(tmp_path) == ["ck.h5"]  # the partial file is gone

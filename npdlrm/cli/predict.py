@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..checkpoint import load_checkpoint
 
 
@@ -22,23 +23,24 @@ def add_arguments(p):
 
 def _write(path, probs, labels):
     tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.partial")
-    if path.endswith(".npy"):
-        with open(tmp, "wb") as f:
-            np.save(f, probs)
-    elif path.endswith((".h5", ".hdf5")):
-        import h5py
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("probability", data=probs)
-            f.create_dataset("label", data=labels)
-    else:
-        np.savetxt(tmp, probs, fmt="%.8g")
-    os.replace(tmp, path)
+    with atomic_write(path, tmp):
+        if path.endswith(".npy"):
+            with open(tmp, "wb") as f:
+                np.save(f, probs)
+        elif path.endswith((".h5", ".hdf5")):
+            import h5py
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("probability", data=probs)
+                f.create_dataset("label", data=labels)
+        else:
+            np.savetxt(tmp, probs, fmt="%.8g")
 
 
 def run(args, say=print):
     from ..data.h5data import open_processed
     from ..data.loader import BatchLoader
     from ..metrics import evaluate
+    from ..trainer import predict_all
     from .report import format_eval
     if args.test_mini_batch_size <= 0:
         raise ValueError(f"--test-mini-batch-size must be positive, got "
@@ -52,12 +54,7 @@ def run(args, say=print):
                              f"for")
         loader = BatchLoader(data, args.test_mini_batch_size, args.split, shuffle=False,
                              prefetch=2)
-        probs, labels = [], []
-        for mb in loader.epoch(0):
-            probs.append(model.predict(mb.dense, mb.indices, mb.offsets))
-            labels.append(mb.labels)
-    p = np.concatenate(probs) if probs else np.zeros(0, np.float32)
-    y = np.concatenate(labels) if labels else np.zeros(0, np.float32)
+        y, p, _ = predict_all(model, loader)
     _write(args.output, p.astype(np.float32), y)
     say(f"Wrote {p.size:,} probabilities to {args.output}")
     say("Against the file's labels: " + format_eval(evaluate(y, p)))

@@ -14,6 +14,7 @@ import os
 import h5py
 import numpy as np
 
+from ..atomic import atomic_write
 from . import splits
 
 FORMAT_NAME = "npdlrm-criteo"
@@ -35,19 +36,6 @@ def sparse_dtype(table_size):
     return np.int32 if int(table_size) <= INT32_MAX else np.int64
 
 
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_h5(path):
     """Yield an h5py.File written at `partial_path(path)`; renamed to `path` on success.
@@ -56,23 +44,8 @@ def atomic_h5(path):
     """
     path = os.fspath(path)
     tmp = partial_path(path)
-    f = h5py.File(tmp, "w", rdcc_nbytes=CHUNK_CACHE_BYTES)
-    try:
+    with atomic_write(path, tmp), h5py.File(tmp, "w", rdcc_nbytes=CHUNK_CACHE_BYTES) as f:
         yield f
-        f.flush()
-    except BaseException:
-        f.close()
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    f.close()
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
 
 
 def write_root_attrs(f, dataset, table_sizes, day_rows, chunk_rows, parts, preprocessing):
