@@ -81,14 +81,21 @@ def _write(f, model, optimizer, config_json, state_json):
     g = f.create_group("optimizer")
     g.attrs["hyper_parameters"] = json.dumps(optimizer.to_dict())
     g.attrs["step_count"] = int(optimizer.step_count)
+    write_optimizer_state(g, model)
+
+
+def write_optimizer_state(g, model):
+    """model.optimizer_state() into group g: dense/<key>, tables/<i>, attr state_kinds."""
+    state = model.optimizer_state()
     dense = g.create_group("dense")
-    for key, array in model.params.state.items():
-        _write_array(dense, key, array)
     tables = g.create_group("tables")
-    tables.attrs["state_kinds"] = json.dumps([t.state_kind for t in model.embeddings.tables])
-    for k, table in enumerate(model.embeddings.tables):
-        if table.state is not None:
-            _write_array(tables, str(k), table.state)
+    kinds = [t.state_kind for t in model.embeddings.tables]
+    tables.attrs["state_kinds"] = json.dumps(kinds)
+    for key, array in state.items():
+        if key.startswith("dense."):
+            _write_array(dense, key[len("dense."):], array)
+        else:
+            _write_array(tables, key.split(".")[1], array)
 
 
 def save_checkpoint(path, model, optimizer=None, train_state=None):
@@ -187,29 +194,56 @@ def _check_array(ds, shape, dtype, what, path):
                          f"{tuple(shape)} {np.dtype(dtype)}")
 
 
+def sparse_state_kind(kinds, path):
+    """The one optimizer kind of the stored table states (None: no step was taken)."""
+    used = {k for k in kinds if k is not None}
+    if len(used) > 1:
+        raise ValueError(f"{path}: the tables hold state of different optimizers {sorted(used)}")
+    return used.pop() if used else None
+
+
+def _stored_optimizer_spec(g, path):
+    """{optimizer_state key: dataset} of group g, and the tables' optimizer kind."""
+    datasets = {f"dense.{key}": ds for key, ds in g["dense"].items()}
+    unknown = [k for k in g["dense"] if k not in DENSE_STATE_KEYS]
+    if unknown:
+        raise ValueError(f"{path}: unknown dense optimizer state {unknown[0]!r}; expected some "
+                         f"of {DENSE_STATE_KEYS}")
+    kinds = json.loads(g["tables"].attrs["state_kinds"])
+    kind = sparse_state_kind(kinds, path)
+    for k in g["tables"]:
+        if kind is None:
+            raise ValueError(f"{path}: table {k} has optimizer state but no state kind")
+        datasets[f"embeddings.{k}.{kind}"] = g["tables"][k]
+    return datasets, kinds, kind
+
+
+def _describe_state(key):
+    """'dense optimizer state adam.m' / 'optimizer state of table 3 (adagrad)'."""
+    if key.startswith("dense."):
+        return f"dense optimizer state {key[len('dense.'):]}"
+    _, k, kind = key.split(".")
+    return f"optimizer state of table {k} ({kind})"
+
+
 def _check_optimizer_state(g, model, path):
     """Shapes and kinds of the stored optimizer state against `model`."""
-    flat = model.params.data
-    for key, ds in g["dense"].items():
-        if key not in DENSE_STATE_KEYS:
-            raise ValueError(f"{path}: unknown dense optimizer state {key!r}; expected some of "
-                             f"{DENSE_STATE_KEYS}")
-        shape, dtype = ((), np.int64) if key == "adam.step" else (flat.shape, flat.dtype)
-        _check_array(ds, shape, dtype, f"dense optimizer state {key}", path)
+    datasets, kinds, kind = _stored_optimizer_spec(g, path)
     tables = model.embeddings.tables
-    kinds = json.loads(g["tables"].attrs["state_kinds"])
     if len(kinds) != len(tables):
         raise ValueError(f"{path}: optimizer state for {len(kinds)} tables, the model has "
                          f"{len(tables)}")
-    for k, (kind, table) in enumerate(zip(kinds, tables)):
-        shapes = {"adagrad": table.weight.shape, "rwsadagrad": (table.num_rows,)}
-        if kind in shapes:
-            if str(k) not in g["tables"]:
-                raise ValueError(f"{path}: table {k} has state kind {kind} but no state")
-            _check_array(g["tables"][str(k)], shapes[kind], table.weight.dtype,
-                         f"optimizer state of table {k} ({kind})", path)
-        elif kind not in (None, "sgd"):
-            raise ValueError(f"{path}: table {k} has unknown optimizer state kind {kind!r}")
+    if kind not in (None, "sgd", "adagrad", "rwsadagrad"):
+        raise ValueError(f"{path}: unknown table optimizer state kind {kind!r}")
+    dense_keys = [key[len("dense."):] for key in datasets if key.startswith("dense.")]
+    spec = model.optimizer_state_spec(kind or "sgd", dense_keys)
+    for key, (shape, dtype) in spec.items():
+        if key not in datasets:
+            raise ValueError(f"{path}: optimizer state {key} ({kind}) is missing")
+        _check_array(datasets[key], shape, dtype, _describe_state(key), path)
+    extra = sorted(set(datasets) - set(spec))
+    if extra:
+        raise ValueError(f"{path}: unexpected optimizer state {extra[0]}")
 
 
 def _check_optimizer(stored, optimizer, model, path):
@@ -240,35 +274,10 @@ def _load_params(f, model):
         _read_into(stored[f"embeddings.{k}.weight"], table.weight)
 
 
-def _load_optimizer_state(g, model):
-    state = {}
-    for key, ds in g["dense"].items():
-        old = model.params.state.get(key)
-        target = old if old is not None and old.shape == ds.shape else np.empty(ds.shape, ds.dtype)
-        if target.ndim:
-            _read_into(ds, target)
-        else:
-            target[()] = ds[()]
-        state[key] = target
-    model.params.state.clear()
-    model.params.state.update(state)
-    kinds = json.loads(g["tables"].attrs["state_kinds"])
-    for k, (kind, table) in enumerate(zip(kinds, model.embeddings.tables)):
-        if str(k) not in g["tables"]:
-            table.state, table.state_kind = None, kind
-            continue
-        ds = g["tables"][str(k)]
-        if table.state is None or table.state.shape != ds.shape:
-            table.state = None  # free the old state before allocating the new one
-            table.state = np.empty(ds.shape, ds.dtype)
-        _read_into(ds, table.state)
-        table.state_kind = kind
-
-
-def _clear_optimizer_state(model):
-    model.params.state.clear()
-    for table in model.embeddings.tables:
-        table.state, table.state_kind = None, None
+def _load_optimizer_state(g, model, path):
+    datasets, _, kind = _stored_optimizer_spec(g, path)
+    model.load_optimizer_state(None)  # free the old state before reading the new
+    model.load_optimizer_state({key: ds[()] for key, ds in datasets.items()}, kind, copy=False)
 
 
 def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True):
@@ -300,9 +309,9 @@ def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True):
             _check_optimizer_state(f["optimizer"], model, path)
         _load_params(f, model)
         if optimizer is None:
-            _clear_optimizer_state(model)
+            model.load_optimizer_state(None)
         else:
-            _load_optimizer_state(f["optimizer"], model)
+            _load_optimizer_state(f["optimizer"], model, path)
             optimizer.step_count = info["step_count"]
             optimizer.bind(model)
     return Checkpoint(model, optimizer, info["train_state"], config, path)

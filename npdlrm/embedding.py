@@ -37,10 +37,18 @@ class EmbeddingTable:
     shard-local row ids.
     """
 
-    def __init__(self, num_rows, dim, dtype, row_start=0, col_start=0, full_shape=None):
+    def __init__(self, num_rows, dim, dtype, row_start=0, col_start=0, full_shape=None,
+                 table_id=0):
         self.weight = np.empty((num_rows, dim), dtype=dtype)  # (V, D)
-        self.row_start, self.col_start = row_start, col_start
-        self.full_shape = tuple(full_shape) if full_shape else (num_rows, dim)
+        self.row_start, self.col_start = int(row_start), int(col_start)
+        self.full_shape = tuple(int(v) for v in full_shape) if full_shape else (num_rows, dim)
+        self.table_id = int(table_id)
+        V, D = self.full_shape
+        if not (0 <= self.row_start and self.row_start + num_rows <= V
+                and 0 <= self.col_start and self.col_start + dim <= D):
+            raise ValueError(f"shard rows [{row_start}, {row_start + num_rows}) x columns "
+                             f"[{col_start}, {col_start + dim}) do not fit table "
+                             f"{table_id} of shape {self.full_shape}")
         self.state = None  # optimizer accumulator: (V, D) adagrad, (V,) row-wise
         self.state_kind = None
 
@@ -51,6 +59,25 @@ class EmbeddingTable:
     @property
     def dim(self):
         return self.weight.shape[1]
+
+    @property
+    def rows(self):
+        """(start, stop) of the full table's rows this shard holds."""
+        return self.row_start, self.row_start + self.num_rows
+
+    @property
+    def cols(self):
+        """(start, stop) of the full table's columns this shard holds."""
+        return self.col_start, self.col_start + self.dim
+
+    @property
+    def is_whole(self):
+        return self.weight.shape == self.full_shape
+
+    def state_shape(self, kind):
+        """Shape of optimizer `kind`'s state for this table (None: no state)."""
+        return {"sgd": None, "adagrad": self.weight.shape,
+                "rwsadagrad": (self.num_rows,)}[kind]
 
     def lookup(self, out, indices, offsets, per_sample_weights=None, mean=False):
         """out: (B, D), may be a strided view; indices: (nnz,); offsets: (B+1,)."""
@@ -66,14 +93,10 @@ class EmbeddingTable:
         """Allocate (zeroed) optimizer state for kind, keeping existing state of that kind."""
         if kind == self.state_kind:
             return
-        if kind == "sgd":
-            self.state = None
-        elif kind == "adagrad":
-            self.state = np.zeros_like(self.weight)
-        elif kind == "rwsadagrad":
-            self.state = np.zeros(self.num_rows, dtype=self.weight.dtype)
-        else:
+        if kind not in ("sgd", "adagrad", "rwsadagrad"):
             raise ValueError(f"sparse optimizer must be sgd, adagrad or rwsadagrad, got {kind!r}")
+        shape = self.state_shape(kind)
+        self.state = None if shape is None else np.zeros(shape, dtype=self.weight.dtype)
         self.state_kind = kind
 
     def update(self, kind, lr, eps, dout, indices, offsets, per_sample_weights=None, mean=False):
@@ -91,29 +114,52 @@ class EmbeddingTable:
 
 
 class EmbeddingBagCollection:
-    """T tables of width D, one bag per sample per table."""
+    """T tables of width D, one bag per sample per table.
 
-    def __init__(self, table_sizes, dim, dtype, pooling="sum"):
-        self.tables = [EmbeddingTable(int(v), dim, dtype) for v in table_sizes]
-        self.dim, self.mean = dim, pooling == "mean"
+    shards: None (every table whole), or [(table, (row0, row1), (col0, col1))]: the
+    pieces of the tables this process holds (a distributed model's local part). The
+    batch-level forward/grads/update need whole tables.
+    """
+
+    def __init__(self, table_sizes, dim, dtype, pooling="sum", shards=None):
+        self.table_sizes, self.dim, self.mean = tuple(table_sizes), dim, pooling == "mean"
+        if shards is None:
+            shards = [(k, (0, v), (0, dim)) for k, v in enumerate(self.table_sizes)]
+        self.tables = [EmbeddingTable(r1 - r0, c1 - c0, dtype, r0, c0,
+                                      (self.table_sizes[k], dim), table_id=k)
+                       for k, (r0, r1), (c0, c1) in shards]
+        self.whole = (len(self.tables) == len(self.table_sizes) and all(
+            t.is_whole and t.table_id == k for k, t in enumerate(self.tables)))
 
     def __len__(self):
         return len(self.tables)
 
+    def shards_of(self, k):
+        """The pieces of table k held here (possibly none)."""
+        return [t for t in self.tables if t.table_id == k]
+
+    def _check_whole(self):
+        if not self.whole:
+            raise RuntimeError("this collection holds shards of the tables: batch-level "
+                               "lookups run through the distributed model")
+
     def forward(self, out, batch):
         """out: (B, T, D), e.g. a view of the interaction input; filled with pooled bags."""
+        self._check_whole()
         for k, table in enumerate(self.tables):
             table.lookup(out[:, k, :], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)
 
     def grads(self, dout, batch):
         """dout: (B, T, D); returns one SparseGrad per table."""
+        self._check_whole()
         return [table.grad(dout[:, k, :], batch.indices[k], batch.offsets[k],
                            batch.weights_of(k), self.mean)
                 for k, table in enumerate(self.tables)]
 
     def update(self, kind, lr, eps, dout, batch):
         """dout: (B, T, D), may be a view; fused sparse update of every table."""
+        self._check_whole()
         for k, table in enumerate(self.tables):
             table.update(kind, lr, eps, dout[:, k, :], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)

@@ -8,23 +8,50 @@ import numpy as np
 ROWS_PER_CHUNK = 1 << 16  # rows drawn at once for large tables (bounded memory)
 
 
-def fill_table_reference(weight, rng):
-    """weight: (V, D), filled with uniform(-sqrt(1/V), sqrt(1/V)) in row chunks."""
-    V, D = weight.shape
+def _scatter(block, r0, shards):
+    """Copy the full-table rows [r0, r0 + len(block)) of `block` into the `shards` that hold
+    them (objects with weight, row_start, col_start, as EmbeddingTable)."""
+    r1 = r0 + block.shape[0]
+    for s in shards:
+        a, b = max(r0, s.row_start), min(r1, s.row_start + s.weight.shape[0])
+        if a < b:
+            c = s.col_start
+            s.weight[a - s.row_start:b - s.row_start] = block[a - r0:b - r0,
+                                                              c:c + s.weight.shape[1]]
+
+
+def _fill_table(shape, shards, draw):
+    """Draw the full (V, D) table in row chunks (the stream is the same whatever is kept)
+    and keep what `shards` hold; `draw(rows, D, bound)` returns one chunk."""
+    V, D = shape
     bound = np.sqrt(1 / V)
     for r0 in range(0, V, ROWS_PER_CHUNK):
         r1 = min(V, r0 + ROWS_PER_CHUNK)
-        weight[r0:r1] = rng.uniform(low=-bound, high=bound, size=(r1 - r0, D))
+        _scatter(draw(r1 - r0, D, bound), r0, shards)
 
 
-def fill_table_fast(weight, gen):
+class _Whole:
+    def __init__(self, weight):
+        self.weight, self.row_start, self.col_start = weight, 0, 0
+
+
+def fill_table_reference(weight, rng, shards=None):
+    """weight: (V, D), filled with uniform(-sqrt(1/V), sqrt(1/V)) in row chunks.
+
+    With `shards`, `weight` is the full table's shape (V, D) and only the shards' pieces
+    of it are kept (the stream is drawn whole, so each piece equals the full table's)."""
+    shape = weight if shards is not None else weight.shape
+    _fill_table(shape, shards if shards is not None else [_Whole(weight)],
+                lambda n, D, bound: rng.uniform(low=-bound, high=bound, size=(n, D)))
+
+
+def fill_table_fast(weight, gen, shards=None):
     """Non-reference: same distribution, drawn in float32 by a PCG64 Generator."""
-    V, D = weight.shape
-    bound = np.float32(np.sqrt(1 / V))
-    for r0 in range(0, V, ROWS_PER_CHUNK):
-        r1 = min(V, r0 + ROWS_PER_CHUNK)
-        block = gen.random((r1 - r0, D), dtype=np.float32)
-        weight[r0:r1] = (block * 2 - 1) * bound
+    shape = weight if shards is not None else weight.shape
+
+    def draw(n, D, bound):
+        return (gen.random((n, D), dtype=np.float32) * 2 - 1) * np.float32(bound)
+    _fill_table(shape, shards if shards is not None else [_Whole(weight)], draw)
 
 
 def fill_linear_reference(weight, bias, rng):
@@ -35,19 +62,22 @@ def fill_linear_reference(weight, bias, rng):
 
 
 def initialize(tables, bottom_layers, top_layers, seed, method="reference"):
-    """tables: list of (V, D) arrays; *_layers: lists of (weight, bias) arrays, filled in place.
+    """tables: per table, its (V, D) array, or ((V, D), shards) for the pieces of it this
+    process holds (EmbeddingTable shards; the values equal the whole table's);
+    *_layers: lists of (weight, bias) arrays, filled in place.
 
     method "none" leaves the arrays as they are (their values are about to be loaded)."""
     if method == "none":
         return
+    split = [(t, None) if isinstance(t, np.ndarray) else t for t in tables]
     if method == "reference":
         rng = np.random.RandomState(seed)
-        for w in tables:
-            fill_table_reference(w, rng)
+        for w, shards in split:
+            fill_table_reference(w, rng, shards)
     elif method == "fast":
         gen = np.random.Generator(np.random.PCG64(seed))
-        for w in tables:
-            fill_table_fast(w, gen)
+        for w, shards in split:
+            fill_table_fast(w, gen, shards)
         rng = np.random.RandomState(seed)
     else:
         raise ValueError(f"init must be 'reference' or 'fast', got {method!r} ('none' skips "

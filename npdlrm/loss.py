@@ -8,13 +8,19 @@ def sigmoid(z):
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
 
 
-def bce_with_logits(z, y, weights=None):
-    """z, y: (B,); weights: None or (2,) per label value (weighted BCE).
+def _mean(per, count):
+    """The mean of per-sample losses (B,) over `count` samples (None: B)."""
+    return float(per.mean()) if count is None else float(per.sum() / count)
+
+
+def bce_with_logits(z, y, weights=None, count=None):
+    """z, y: (B,); weights: None or (2,) per label value (weighted BCE); count: the
+    samples the mean runs over (None: B; a distributed step's global batch).
 
     loss_b = max(z, 0) - z*y + log1p(exp(-|z|)) = -(y log p + (1-y) log(1-p)).
-    Returns (loss: float, dz: (B,)) with dz = w (p - y) / B.
+    Returns (loss: float, dz: (B,)) with dz = w (p - y) / count.
     """
-    B = z.shape[0]
+    B = z.shape[0] if count is None else count
     z64 = z.astype(np.float64)
     per = np.maximum(z64, 0) - z64 * y + np.log1p(np.exp(-np.abs(z64)))
     dz = sigmoid(z) - y
@@ -23,15 +29,15 @@ def bce_with_logits(z, y, weights=None):
         per = per * w
         dz *= w
     dz /= B
-    return float(per.mean()), dz
+    return _mean(per, count), dz
 
 
-def mse_on_probability(z, y):
-    """Mean of (sigmoid(z) - y)^2; dz = 2 (p - y) p (1 - p) / B."""
-    B = z.shape[0]
+def mse_on_probability(z, y, count=None):
+    """Mean of (sigmoid(z) - y)^2; dz = 2 (p - y) p (1 - p) / count (None: B)."""
+    B = z.shape[0] if count is None else count
     p = sigmoid(z)
     r = p - y
-    loss = float(np.mean(np.square(r, dtype=np.float64)))
+    loss = _mean(np.square(r, dtype=np.float64), count)
     dz = 2 * r * p * (1 - p) / B
     return loss, dz.astype(z.dtype, copy=False)
 
@@ -47,12 +53,20 @@ def clamp_logits(z, threshold):
     return np.clip(z, -hi, hi).astype(z.dtype, copy=False), inside
 
 
-def compute_loss(kind, z, y, weights=None):
-    """kind: 'bce' | 'wbce' | 'mse'; z, y: (B,) in the model dtype."""
+def compute_loss(kind, z, y, weights=None, count=None):
+    """kind: 'bce' | 'wbce' | 'mse'; z, y: (B,) in the model dtype; count: the samples
+    the mean runs over (None: B). Returns (this part's share of the mean, dz: (B,))."""
     if kind == "bce":
-        return bce_with_logits(z, y)
+        return bce_with_logits(z, y, count=count)
     if kind == "wbce":
-        return bce_with_logits(z, y, weights)
+        return bce_with_logits(z, y, weights, count)
     if kind == "mse":
-        return mse_on_probability(z, y)
+        return mse_on_probability(z, y, count)
     raise ValueError(f"loss must be 'bce', 'wbce' or 'mse', got {kind!r}")
+
+
+def check_loss(loss):
+    """Raise FloatingPointError for a non-finite loss (before any parameter changes)."""
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"the loss is {loss}: refusing the step, no parameter "
+                                 f"was changed (lower the learning rate?)")

@@ -1,7 +1,8 @@
 """DLRM: bottom MLP, embedding bags, interaction, top MLP, loss.
 
-A step runs in stages that a distributed step can reuse: lookup (pooled bags),
-dense forward/backward (MLPs, interaction, loss), sparse update of the tables.
+A step runs in public stages that a distributed step reuses with its exchanges in
+between: check_batch, lookup (pooled bags into T), bottom_forward, top_forward, loss,
+dense_backward, then the dense and the sparse (fused, touched rows) updates.
 """
 import numpy as np
 
@@ -10,16 +11,21 @@ from .embedding import EmbeddingBagCollection
 from .init import initialize
 from .inputs import make_batch
 from .interaction import make_interaction
-from .loss import clamp_logits, compute_loss, sigmoid
+from .loss import check_loss, clamp_logits, compute_loss, sigmoid
 from .mlp import MLP
 from .params import FlatParams
 from .workspace import Workspace
 
 
 class DLRM:
-    """A DLRM with its parameters; see `from_arch` for the reference's vocabulary."""
+    """A DLRM with its parameters; see `from_arch` for the reference's vocabulary.
 
-    def __init__(self, config, seed=123, init="reference"):
+    shards: None (every table whole), or the pieces of the tables this process holds,
+    [(table, (row0, row1), (col0, col1))]: the local part of a distributed model
+    (`npdlrm.parallel`), whose tables are initialised with the whole model's values.
+    """
+
+    def __init__(self, config, seed=123, init="reference", shards=None):
         self.config = config
         dtype = np.dtype(config.dtype)
         specs = (MLP.param_specs(config.bottom_mlp, "bottom_mlp")
@@ -28,12 +34,14 @@ class DLRM:
         self.bottom = MLP(config.bottom_mlp, True, self.params, "bottom_mlp")
         self.top = MLP(config.top_sizes, False, self.params, "top_mlp")
         self.embeddings = EmbeddingBagCollection(config.table_sizes, config.embedding_dim,
-                                                 dtype, config.pooling)
+                                                 dtype, config.pooling, shards)
         self.interaction = make_interaction(config.interaction, config.num_features,
                                             config.embedding_dim, config.self_interaction)
         self.ws = Workspace(dtype)
-        initialize([t.weight for t in self.embeddings.tables], self.bottom.layers(),
-                   self.top.layers(), seed, init)
+        D = config.embedding_dim
+        tables = [((v, D), self.embeddings.shards_of(k))
+                  for k, v in enumerate(config.table_sizes)]
+        initialize(tables, self.bottom.layers(), self.top.layers(), seed, init)
 
     @classmethod
     def from_arch(cls, arch_mlp_bot, arch_mlp_top, arch_embedding_size, arch_sparse_feature_size,
@@ -47,60 +55,83 @@ class DLRM:
                                    arch_interaction_itself, **config)
         return cls(cfg, seed=seed, init=init)
 
-    # ---- stages -------------------------------------------------------------
-    def _lookup(self, batch):
-        """Returns T: (B, F, D) with T[:, 1 + k] the pooled bags of table k."""
+    # ---- the stages of a step (a distributed step composes the same ones) -----
+    def check_batch(self, dense, indices, offsets, labels=None, per_sample_weights=None,
+                    need_labels=False):
+        """A checked `inputs.Batch`, or ValueError before anything changes."""
+        return make_batch(self.config, dense, indices, offsets, labels, per_sample_weights,
+                          need_labels)
+
+    def interaction_input(self, batch_size):
+        """T: (B, F, D), the reused buffer the stages fill: slot 0 bottom, 1 + k table k."""
         cfg = self.config
-        T = self.ws.get("T", (batch.size, cfg.num_features, cfg.embedding_dim))
+        return self.ws.get("T", (batch_size, cfg.num_features, cfg.embedding_dim))
+
+    def lookup(self, batch, T):
+        """Pool every table's bags into T[:, 1:]: (B, F - 1, D)."""
         self.embeddings.forward(T[:, 1:, :], batch)
-        return T
 
-    def _dense_forward(self, dense, T, keep):
-        """dense: (B, n); T: (B, F, D), its slot 0 filled here; returns logits (B,)."""
+    def bottom_forward(self, dense, T, keep=True):
+        """dense: (B, n) -> T[:, 0]: (B, D)."""
         T[:, 0, :] = self.bottom.forward(dense, keep)
-        R = self.interaction.forward(T, keep)
-        return self.top.forward(R, keep)[:, 0]
 
-    def _dense_backward(self, dlogit):
-        """dlogit: (B,); adds MLP grads into self.params.grad; returns dT: (B, F, D)."""
-        dR = self.top.backward(dlogit.reshape(-1, 1))
+    def top_forward(self, T, keep=True):
+        """T: (B, F, D) -> logits (B,) through the interaction and the top MLP."""
+        return self.top.forward(self.interaction.forward(T, keep), keep)[:, 0]
+
+    def dense_forward(self, dense, T, keep=True):
+        """dense: (B, n); T: (B, F, D) with its tables filled; returns logits (B,)."""
+        self.bottom_forward(dense, T, keep)
+        return self.top_forward(T, keep)
+
+    def loss(self, logits, labels, count=None):
+        """logits, labels: (b,); count: the samples the mean runs over (default b; a
+        distributed step's global batch). Returns (this part's share of the mean loss,
+        dlogits: (b,)). The reference's clamp (loss_threshold) is applied first."""
+        z, inside = clamp_logits(logits, self.config.loss_threshold)
+        loss, dz = compute_loss(self.config.loss, z, labels, self.config.loss_weights, count)
+        if inside is not None:
+            dz *= inside  # the clamp passes no gradient where it bites
+        return loss, dz
+
+    def dense_backward(self, dlogits):
+        """dlogits: (B,); adds the MLP grads into self.params.grad; returns dT: (B, F, D)."""
+        dR = self.top.backward(dlogits.reshape(-1, 1))
         dT = self.interaction.backward(dR)
         self.bottom.backward(dT[:, 0, :], need_dx=False)
         return dT
 
+    def sparse_update(self, optimizer, lr, dT, batch):
+        """Fused backward + sparse optimizer of every table; dT: (B, F, D)."""
+        self.embeddings.update(optimizer.sparse, lr, optimizer.eps, dT[:, 1:, :], batch)
+
     def _forward_backward(self, batch):
         """Returns (loss, dT) with the dense grads in self.params.grad."""
         self.params.zero_grad()
-        T = self._lookup(batch)
-        z, inside = clamp_logits(self._dense_forward(batch.dense, T, keep=True),
-                                 self.config.loss_threshold)
-        loss, dz = compute_loss(self.config.loss, z, batch.labels, self.config.loss_weights)
-        if inside is not None:
-            dz *= inside  # the clamp passes no gradient where it bites
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"the loss is {loss}: refusing the step, no parameter "
-                                     f"was changed (lower the learning rate?)")
-        return loss, self._dense_backward(dz)
+        T = self.interaction_input(batch.size)
+        self.lookup(batch, T)
+        loss, dz = self.loss(self.dense_forward(batch.dense, T, keep=True), batch.labels)
+        check_loss(loss)
+        return loss, self.dense_backward(dz)
 
-    def _batch(self, dense, indices, offsets, labels=None, per_sample_weights=None,
-               need_labels=False):
-        return make_batch(self.config, dense, indices, offsets, labels, per_sample_weights,
-                          need_labels)
+    def probabilities(self, logits):
+        """Click probabilities (B,) of logits (B,), clamped as the loss clamps them."""
+        z, _ = clamp_logits(logits, self.config.loss_threshold)
+        return sigmoid(z)
 
     # ---- public API -----------------------------------------------------------
     def predict(self, dense, indices, offsets, per_sample_weights=None):
         """dense: (B, n_dense); indices/offsets: one array per table. Returns p: (B,)."""
-        batch = self._batch(dense, indices, offsets, per_sample_weights=per_sample_weights)
-        T = self._lookup(batch)
-        z, _ = clamp_logits(self._dense_forward(batch.dense, T, keep=False),
-                            self.config.loss_threshold)
-        return sigmoid(z)
+        batch = self.check_batch(dense, indices, offsets, per_sample_weights=per_sample_weights)
+        T = self.interaction_input(batch.size)
+        self.lookup(batch, T)
+        return self.probabilities(self.dense_forward(batch.dense, T, keep=False))
 
     forward = predict
 
     def loss_and_grad(self, dense, indices, offsets, labels, per_sample_weights=None):
         """Returns (loss, grads): grads keyed like state_dict, tables as SparseGrad."""
-        batch = self._batch(dense, indices, offsets, labels, per_sample_weights, True)
+        batch = self.check_batch(dense, indices, offsets, labels, per_sample_weights, True)
         loss, dT = self._forward_backward(batch)
         grads = {name: g.copy() for name, g in self.params.grads.items()}
         for k, g in enumerate(self.embeddings.grads(dT[:, 1:, :], batch)):
@@ -112,14 +143,69 @@ class DLRM:
 
         A refused batch (ValueError) or a non-finite loss (FloatingPointError) changes nothing.
         """
-        batch = self._batch(dense, indices, offsets, labels, per_sample_weights, True)
+        batch = self.check_batch(dense, indices, offsets, labels, per_sample_weights, True)
         optimizer.bind(self)
         lr = optimizer.lr
         loss, dT = self._forward_backward(batch)
         optimizer.step_dense(self.params, lr)
-        self.embeddings.update(optimizer.sparse, lr, optimizer.eps, dT[:, 1:, :], batch)
+        self.sparse_update(optimizer, lr, dT, batch)
         optimizer.finish_step()
         return loss
+
+    # ---- optimizer state --------------------------------------------------------
+    def optimizer_state(self):
+        """The optimizer state as a plain dict of (live) arrays:
+        `dense.<key>` (FlatParams.state: adagrad.sum, adam.m, adam.v: (P,), adam.step: ())
+        and `embeddings.<i>.<kind>` for table (or shard) i of self.embeddings.tables:
+        kind adagrad (V, D) or rwsadagrad (V,); sgd tables have no entry."""
+        out = {f"dense.{k}": v for k, v in self.params.state.items()}
+        for i, t in enumerate(self.embeddings.tables):
+            if t.state is not None:
+                out[f"embeddings.{i}.{t.state_kind}"] = t.state
+        return out
+
+    def optimizer_state_spec(self, sparse_kind, dense_keys):
+        """{key: (shape, dtype)} of the state `optimizer_state` holds once a step of an
+        optimizer with sparse kind `sparse_kind` and dense state keys `dense_keys` ran."""
+        P, dt = self.params.data.shape, self.params.dtype
+        spec = {f"dense.{k}": (((), np.dtype(np.int64)) if k == "adam.step" else (P, dt))
+                for k in dense_keys}
+        for i, t in enumerate(self.embeddings.tables):
+            shape = t.state_shape(sparse_kind)
+            if shape is not None:
+                spec[f"embeddings.{i}.{sparse_kind}"] = (shape, t.weight.dtype)
+        return spec
+
+    def load_optimizer_state(self, state, sparse_kind=None, copy=True):
+        """Replace the optimizer state with `state` (optimizer_state's keys; copied unless
+        copy=False); sparse_kind: the tables' optimizer (None: no table state yet).
+        Everything is checked before anything changes; None clears the state."""
+        if state is None:
+            self.params.state.clear()
+            for t in self.embeddings.tables:
+                t.state, t.state_kind = None, None
+            return
+        dense_keys = [k[len("dense."):] for k in state if k.startswith("dense.")]
+        spec = self.optimizer_state_spec(sparse_kind or "sgd", dense_keys)
+        unknown = sorted(set(state) - set(spec))
+        missing = sorted(set(spec) - set(state))
+        if unknown or missing:
+            raise ValueError(f"optimizer state does not match the model: unexpected "
+                             f"{unknown[:3]}, missing {missing[:3]}")
+        for key, (shape, dtype) in spec.items():
+            a = np.asarray(state[key])
+            if a.shape != tuple(shape) or a.dtype != dtype:
+                raise ValueError(f"optimizer state {key} is {a.shape} {a.dtype}, the model "
+                                 f"needs {tuple(shape)} {np.dtype(dtype)}")
+        self.params.state.clear()
+        take = np.array if copy else (lambda a: np.asarray(a, order="C"))
+        for k in dense_keys:
+            self.params.state[k] = take(state[f"dense.{k}"])
+        for i, t in enumerate(self.embeddings.tables):
+            key = f"embeddings.{i}.{sparse_kind}"
+            t.state = None  # free the old state first
+            t.state = take(state[key]) if key in state else None
+            t.state_kind = sparse_kind
 
     def state_dict(self, copy=False):
         """Parameters by name: `{bottom,top}_mlp.{i}.{weight,bias}`, `embeddings.{k}.weight`.
@@ -127,7 +213,7 @@ class DLRM:
         Read-only views of the live parameters (copy=True for a snapshot)."""
         out = dict(self.params.views)
         for k, table in enumerate(self.embeddings.tables):
-            out[f"embeddings.{k}.weight"] = table.weight
+            out[f"embeddings.{k}.weight"] = table.weight  # shard k when the model is sharded
         result = {}
         for name, a in out.items():
             if copy:
