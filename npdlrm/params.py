@@ -33,3 +33,14 @@ class FlatParams:
 
     def zero_grad(self):
         self.grad.fill(0)
+
+    def use_grad_buffer(self, buf):
+        """Keep the gradients in `buf` (P,), e.g. the front of a larger buffer that is
+        reduced in one call; the current gradient values are copied into it."""
+        if buf.shape != self.grad.shape or buf.dtype != self.dtype:
+            raise ValueError(f"gradient buffer must be {self.grad.shape} {self.dtype}, got "
+                             f"{buf.shape} {buf.dtype}")
+        buf[...] = self.grad
+        self.grad = buf
+        for name in self.names:
+            self.grads[name] = buf[self.slices[name]].reshape(self.shapes[name])
