@@ -8,11 +8,14 @@ setup(
     long_description_content_type="text/markdown",
     # kernels/ ships inside the package as npdlrm.kernels (a top-level `kernels` is
     # another PyPI project)
-    packages=["npdlrm", "npdlrm.kernels", "npdlrm.data", "npdlrm.cli"],
+    packages=["npdlrm", "npdlrm.kernels", "npdlrm.data", "npdlrm.cli", "npdlrm.parallel"],
     package_dir={"npdlrm": "npdlrm", "npdlrm.kernels": "kernels"},
     python_requires=">=3.9",
     # tqdm: the training progress bar (loss, samples/s, ETA); matplotlib only for `npdlrm plot`
     install_requires=["numpy>=1.24", "numba>=0.58", "h5py>=3.8", "tqdm>=4.60"],
-    extras_require={"plot": ["matplotlib>=3.5"], "test": ["pytest>=7", "matplotlib>=3.5"]},
+    # mpi: mpi4py with MPICH from PyPI, so multi-process runs need no system MPI (a site's
+    # own MPI: install mpi4py built against it instead, see the README)
+    extras_require={"plot": ["matplotlib>=3.5"], "mpi": ["mpi4py>=3.1", "mpich"],
+                    "test": ["pytest>=7", "matplotlib>=3.5", "mpi4py>=3.1", "mpich"]},
     entry_points={"console_scripts": ["npdlrm = npdlrm.cli:main"]},
 )
