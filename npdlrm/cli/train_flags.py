@@ -37,8 +37,6 @@ UNSUPPORTED = {
     "--quantize-emb-with-bit": (32, "quantized inference"),
     "--save-onnx": (False, "ONNX export"),
     "--use-gpu": (False, "the GPU (coming in a later release)"),
-    "--local_rank": (-1, "distributed runs (coming in a later release)"),
-    "--dist-backend": ("", "distributed runs (coming in a later release)"),
     "--debug-mode": (False, "the reference's debug prints"),
     "--enable-profiling": (False, "the torch profiler"),
     "--plot-compute-graph": (False, "compute-graph plots"),
@@ -189,6 +187,26 @@ def build_parser(parser=None):
                         "position in the data)")
     o.add_argument("--inference-only", action="store_true",
                    help="with --load-model: only evaluate the loaded model on the test split")
+    g = p.add_argument_group(
+        "distributed runs (mpirun -n N python mpi_launch/train.py <these flags>)")
+    g.add_argument("--sharding", default="auto", metavar="PLAN",
+                   help="where the embedding tables live: auto (the planner), table, row, "
+                        "column or replicate for every table, or TABLE:KIND overrides such as "
+                        "3:row,9:column (the planner places the rest)")
+    g.add_argument("--alltoall-dtype", choices=["float32", "float16"], default="float32",
+                   help="precision of the exchanged pooled embeddings and their gradients; "
+                        "float16 halves the bytes (training is then no longer exact)")
+    g.add_argument("--link-gbps", type=float, default=0.0, metavar="X",
+                   help="npdlrm plan: also estimate each exchange's time on links of X Gbit/s")
+    g.add_argument("--check-replicas", type=int, default=0, metavar="N",
+                   help="debug: every N steps check that the MLPs and replicated tables are "
+                        "bitwise identical on every rank (0: never)")
+    g.add_argument("--dist-backend", choices=["", "mpi"], default="",
+                   help="accepted for the reference's command lines: npdlrm always uses MPI "
+                        "(nccl and gloo are torch's)")
+    g.add_argument("--local_rank", type=int, default=-1,
+                   help="accepted for the reference's command lines and ignored: MPI gives "
+                        "each process its rank")
     n = p.add_argument_group("npdlrm only")
     n.add_argument("--log-file", default=None,
                    help="JSONL log of every metric (default runs/npdlrm-<time>.jsonl; '' "
@@ -295,6 +313,8 @@ def check_values(args):
     if args.test_mini_batch_size == 0 or args.test_mini_batch_size < -1:
         raise ValueError(f"--test-mini-batch-size must be positive or -1, got "
                          f"{args.test_mini_batch_size}")
+    if args.check_replicas < 0 or args.link_gbps < 0:
+        raise ValueError("--check-replicas and --link-gbps must be >= 0")
     if not args.learning_rate > 0:
         raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.inference_only and not args.load_model:

@@ -71,6 +71,14 @@ class PooledExchange:
         self.dP = np.empty((B, W), self.wire)
         self.b_me, self._B = b_me, B
 
+    def sent_bytes(self):
+        """Bytes this rank sends to other ranks per step for the last batch size:
+        {'forward': ..., 'backward': ...} (its own block is a local copy, not counted)."""
+        me, item = self.comm.rank, self.wire.itemsize
+        fw = int(self.fw_send[0].sum() - self.fw_send[0][me]) * item
+        bw = int(self.bw_send[0].sum() - self.bw_send[0][me]) * item
+        return {"forward": fw, "backward": bw}
+
     # ---- forward -----------------------------------------------------------------------
     def _bags_of(self, batch, k, table, kind):
         idx, off, w = batch.indices[k], batch.offsets[k], batch.weights_of(k)
