@@ -87,12 +87,13 @@ class Trainer:
     (when test_freq > 0 and an eval loader is given), as the reference does.
 
     save_path: checkpoint written after each evaluation and at the end; '{step}' in it
-    is replaced by the step count (one file per checkpoint).
+    is replaced by the step count (one file per checkpoint). save_fn: how
+    (save_checkpoint's signature; a distributed model saves collectively).
     """
 
     def __init__(self, model, optimizer, train_loader, eval_loader=None, *, nepochs=1,
                  num_batches=0, print_freq=1, test_freq=-1, round_targets=False,
-                 save_path=None, reporter=None, state=None, run_info=None):
+                 save_path=None, reporter=None, state=None, run_info=None, save_fn=None):
         if nepochs < 0 or num_batches < 0:
             raise ValueError(f"nepochs and num_batches must be >= 0, got {nepochs}, "
                              f"{num_batches}")
@@ -103,7 +104,7 @@ class Trainer:
         self.nepochs, self.num_batches = int(nepochs), int(num_batches)
         self.print_freq, self.test_freq = int(print_freq), int(test_freq)
         self.round_targets = bool(round_targets)
-        self.save_path = save_path
+        self.save_path, self.save_fn = save_path, save_fn or save_checkpoint
         self.reporter = reporter or Reporter()
         self.state = state or TrainState()
         self.run_info = dict(run_info or {})  # JSON-able; stored in checkpoints
@@ -198,7 +199,7 @@ class Trainer:
         path = path or self.checkpoint_path()
         train_state = {**self.state.to_dict(), "run": self.run_info,
                        "last_eval": self.last_eval}
-        save_checkpoint(path, self.model, self.optimizer, train_state)
+        self.save_fn(path, self.model, self.optimizer, train_state)
         self._last_saved_step = self.state.step
         self.reporter.checkpoint(path, {"event": "checkpoint", "path": str(path),
                                         **self.state.to_dict()})

@@ -3,11 +3,11 @@ import os
 import sys
 import time
 
-from ..checkpoint import load_checkpoint
-from ..config import parse_dashed
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import DLRMConfig, parse_dashed
 from ..model import DLRM
 from ..optimizers import Optimizer
-from ..trainer import Trainer, TrainState, evaluate
+from ..trainer import Reporter, Trainer, TrainState, evaluate
 from .report import ConsoleReporter, JsonlLog, format_eval
 from .train_flags import build_parser, parse_train_args
 
@@ -70,16 +70,18 @@ def dataset_loaders(args, say):
                                           f"{data.num_rows:,} rows"
 
 
+def model_config(args, table_sizes):
+    """The DLRMConfig the flags describe, with the data's table sizes."""
+    return DLRMConfig.from_arch(parse_dashed(args.arch_mlp_bot, "--arch-mlp-bot"),
+                                args.arch_mlp_top, table_sizes, args.arch_sparse_feature_size,
+                                args.arch_interaction_op, args.arch_interaction_itself,
+                                loss=args.loss_function, loss_weights=args.loss_weights,
+                                loss_threshold=args.loss_threshold)
+
+
 def build_model(args, table_sizes, init=None):
-    bottom = parse_dashed(args.arch_mlp_bot, "--arch-mlp-bot")
-    return DLRM.from_arch(arch_mlp_bot=bottom, arch_mlp_top=args.arch_mlp_top,
-                          arch_embedding_size=table_sizes,
-                          arch_sparse_feature_size=args.arch_sparse_feature_size,
-                          arch_interaction_op=args.arch_interaction_op,
-                          arch_interaction_itself=args.arch_interaction_itself,
-                          seed=args.numpy_rand_seed, init=init or args.init,
-                          loss=args.loss_function, loss_weights=args.loss_weights,
-                          loss_threshold=args.loss_threshold)
+    return DLRM(model_config(args, table_sizes), seed=args.numpy_rand_seed,
+                init=init or args.init)
 
 
 def build_optimizer(args):
@@ -105,39 +107,80 @@ def check_resume(run, args):
                              f"name other rows; use the same {flag}")
 
 
-def run(args):
+class LocalSetup:
+    """How `npdlrm train` builds, loads and saves its model: here, in one process.
+    `npdlrm.parallel.run.DistributedSetup` does the same over MPI."""
+
+    is_root = True  # prints, draws the progress bar and writes the log
+
+    def loaders(self, args, say):
+        if args.data_generation == "dataset":
+            return dataset_loaders(args, say)
+        return synthetic_loaders(args)
+
+    def build(self, args, table_sizes, init=None):
+        return build_model(args, table_sizes, init)
+
+    def load(self, path, model, optimizer, with_optimizer):
+        return load_checkpoint(path, model=model, optimizer=optimizer,
+                               with_optimizer=with_optimizer)
+
+    save = staticmethod(save_checkpoint)
+
+    def describe(self, model):
+        """Extra words on how the model is laid out (none in one process)."""
+        return ""
+
+    def wrap_reporter(self, reporter, model):
+        return reporter
+
+    def finish(self, model, say):
+        pass
+
+
+def run(args, setup=None):
+    setup = setup or LocalSetup()
     if args.test_mini_batch_size == -1:
         args.test_mini_batch_size = args.mini_batch_size
-    log = open_log(args)
-    reporter = ConsoleReporter(args.progress, args.print_time, args.print_wall_time,
-                               args.print_precision, log)
+    log = open_log(args) if setup.is_root else None
+    if setup.is_root:
+        reporter = ConsoleReporter(args.progress, args.print_time, args.print_wall_time,
+                                   args.print_precision, log)
+    else:
+        reporter = SilentReporter()
     try:
-        return _run(args, reporter, log)
+        return _run(args, reporter, log, setup)
     finally:
         if log is not None:
             log.close()
 
 
-def _run(args, reporter, log):
+class SilentReporter(Reporter):
+    """What the ranks other than 0 report: nothing."""
+
+    def say(self, text):
+        pass
+
+
+def _run(args, reporter, log, setup):
     say = reporter.say
+    train_ld, test_ld, sizes, about = setup.loaders(args, say)
     if args.data_generation == "dataset":
-        train_ld, test_ld, sizes, about = dataset_loaders(args, say)
         bottom_in = parse_dashed(args.arch_mlp_bot, "--arch-mlp-bot")[0]
         if bottom_in != 13:
             raise ValueError(f"Criteo rows have 13 dense features; --arch-mlp-bot starts with "
                              f"{bottom_in}")
-    else:
-        train_ld, test_ld, sizes, about = synthetic_loaders(args)
     # weights about to be loaded need no initialisation
-    model = build_model(args, sizes, init="none" if args.load_model else None)
+    model = setup.build(args, sizes, init="none" if args.load_model else None)
+    reporter = setup.wrap_reporter(reporter, model)
     optimizer = build_optimizer(args)
     run_info = {name: getattr(args, name) for name in POSITION_SETTINGS}
     state = TrainState()
     if args.load_model:
         if args.inference_only:
-            ckpt = load_checkpoint(args.load_model, model=model, with_optimizer=False)
+            ckpt = setup.load(args.load_model, model, None, False)
         else:
-            ckpt = load_checkpoint(args.load_model, model=model, optimizer=optimizer)
+            ckpt = setup.load(args.load_model, model, optimizer, True)
         if not args.inference_only:
             check_resume(ckpt.train_state.get("run", {}), args)
             state = TrainState.from_dict(ckpt.train_state)
@@ -155,12 +198,14 @@ def _run(args, reporter, log):
                       num_batches=args.num_batches, print_freq=args.print_freq,
                       test_freq=args.test_freq, round_targets=args.round_targets,
                       save_path=args.save_model or None, reporter=reporter, state=state,
-                      run_info=run_info)
+                      run_info=run_info, save_fn=setup.save)
     say(f"npdlrm train: {about}; {model.config.num_tables} tables, "
-        f"{model.num_parameters():,} parameters; {trainer.total_steps - state.step:,} steps of "
+        f"{model.num_parameters():,} parameters{setup.describe(model)}; "
+        f"{trainer.total_steps - state.step:,} steps of "
         f"{args.mini_batch_size} ({args.nepochs} epochs of {trainer.batches_per_epoch} "
         f"batches), {args.optimizer} lr={args.learning_rate}")
     last = trainer.fit()
     if last is not None:
         say("Final held-out evaluation: " + format_eval(last, args.print_precision))
+    setup.finish(model, say)
     return 0

@@ -1,0 +1,81 @@
+"""`npdlrm train` over MPI: the same run as one process, with the model distributed.
+
+Every rank reads the same global batches (the loaders are functions of (seed, epoch,
+batch), so no input exchange is needed) and keeps what it uses; rank 0 alone prints,
+draws the progress bar and writes the JSONL log.
+"""
+import os
+
+from ..cli.train import LocalSetup, dataset_loaders, model_config, processed_path
+from .model import TIMERS, DistributedDLRM
+
+
+class DistributedSetup(LocalSetup):
+    """LocalSetup's hooks for a DistributedDLRM over `comm`."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.is_root = comm.rank == 0
+
+    def loaders(self, args, say):
+        if args.data_generation == "dataset" and not os.path.exists(processed_path(args)):
+            # rank 0 preprocesses once; the others wait, then open the finished file
+            result = dataset_loaders(args, say) if self.is_root else None
+            self.comm.barrier()
+            return result or dataset_loaders(args, say)
+        return super().loaders(args, say)
+
+    def build(self, args, table_sizes, init=None):
+        from .planner import make_plan
+        config = model_config(args, table_sizes)
+        plan = make_plan(config, self.comm.size, args.sharding, optimizer=args.optimizer,
+                         batch_size=args.mini_batch_size,
+                         lookups_per_sample=None if args.num_indices_per_lookup_fixed
+                         else [(1 + args.num_indices_per_lookup) / 2] * len(table_sizes))
+        return DistributedDLRM(config, self.comm, plan, seed=args.numpy_rand_seed,
+                               init=init or args.init,
+                               alltoall_dtype=args.alltoall_dtype,
+                               check_every=args.check_replicas)
+
+    def load(self, path, model, optimizer, with_optimizer):
+        from .checkpoint import load_sharded
+        return load_sharded(path, model, optimizer, with_optimizer)
+
+    @staticmethod
+    def save(path, model, optimizer=None, train_state=None):
+        from .checkpoint import save_sharded
+        return save_sharded(path, model, optimizer, train_state)
+
+    def describe(self, model):
+        counts = {}
+        for p in model.plan.placements:
+            counts[p.kind] = counts.get(p.kind, 0) + 1
+        kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        return f" on {self.comm.size} ranks (tables: {kinds})"
+
+    def wrap_reporter(self, reporter, model):
+        return TimedReporter(reporter, model)
+
+    def finish(self, model, say):
+        steps = max(model.steps, 1)
+        split = ", ".join(f"{k} {1000 * v / steps:.2f}" for k, v in model.timers.items())
+        say(f"Rank 0 ms per step: {split} (all-to-all and allreduce: time spent waiting)")
+
+
+class TimedReporter:
+    """Adds the per-step split of rank 0's time (compute, all-to-all, allreduce, in ms)
+    to every train record; everything else goes to `inner`."""
+
+    def __init__(self, inner, model):
+        self.inner, self.model = inner, model
+        self._last, self._steps = dict(model.timers), model.steps
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def train(self, record):
+        steps = max(self.model.steps - self._steps, 1)
+        for key in TIMERS:
+            record[f"{key}_ms"] = 1000 * (self.model.timers[key] - self._last[key]) / steps
+        self._last, self._steps = dict(self.model.timers), self.model.steps
+        self.inner.train(record)
