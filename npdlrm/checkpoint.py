@@ -13,12 +13,36 @@ File layout (format "npdlrm-checkpoint", version 1):
     /optimizer/tables/<k>   EmbeddingTable.state of table k: (V, D) adagrad, (V,) rwsadagrad
                             (absent when the table has no state)
 
-A save writes `.{name}.partial-{pid}` beside the target, fsyncs it, renames it onto the
+A sharded checkpoint (same format and version, root attr `sharded` true; written by
+`npdlrm.parallel.checkpoint.save_sharded`) is a manifest at the path and shard files
+beside it (names: npdlrm/parallel/checkpoint.py):
+
+    manifest  /             attrs format, format_version, sharded, token, npdlrm_version, created
+              /config, /train_state   as above
+              /plan         JSON: the ShardingPlan.to_dict() of the job that saved it
+              /shard_files  JSON list: the shard files' names (same folder), by saving rank
+              /pieces       JSON list: [table, [r0, r1], [c0, c1], shard file index, group]
+              /optimizer    attrs hyper_parameters, step_count, state_kind (JSON: the tables'
+                            optimizer state kind, or null before the first step)
+    shard     /params/<name>           the MLP parameters (shard file 0 only)
+              /optimizer/dense/<key>   model.params.state (shard file 0 only)
+              /<group>/weight          rows r0:r1, columns c0:c1 of a table
+              /<group>/state           its optimizer state: (r1-r0, c1-c0) adagrad, (r1-r0,)
+                                       rwsadagrad (absent when none)
+
+The pieces of a table tile it exactly once (a replicated table is stored once). Either
+layout loads into a whole model or into the shards of a distributed one: each target
+reads, with hyperslab reads, its overlap with every stored piece.
+
+A save writes `partial_path(path, tag)` beside the target, fsyncs it, renames it onto the
 target and fsyncs the folder. A load checks everything before it changes anything.
 """
 import datetime
+import itertools
 import json
 import os
+import re
+from typing import NamedTuple, Optional, Tuple
 
 import h5py
 import numpy as np
@@ -31,6 +55,7 @@ from .optimizers import Optimizer
 
 FORMAT = "npdlrm-checkpoint"
 FORMAT_VERSION = 1
+SHARDED = "sharded"  # root attribute of a sharded checkpoint's manifest
 DENSE_STATE_KEYS = ("adagrad.sum", "adam.m", "adam.v", "adam.step")
 
 
@@ -66,22 +91,40 @@ def _write_array(group, name, array):
     group.create_dataset(name, data=array)
 
 
-def _write(f, model, optimizer, config_json, state_json):
+def partial_path(path, tag):
+    """The temporary file a save of `path` writes first: `.{name}.partial-{tag}` beside it."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.partial-{tag}")
+
+
+def write_header(f, config_json, state_json, sharded=False):
+    """The root attributes and the config and train_state datasets of either layout."""
     f.attrs["format"] = FORMAT
     f.attrs["format_version"] = FORMAT_VERSION
+    if sharded:
+        f.attrs[SHARDED] = True
     f.attrs["npdlrm_version"] = __version__
     f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
     f.create_dataset("config", data=config_json)
     f.create_dataset("train_state", data=state_json)
+
+
+def write_optimizer_group(f, optimizer):
+    """/optimizer with the hyper-parameters and the step count; returns the group."""
+    g = f.create_group("optimizer")
+    g.attrs["hyper_parameters"] = json.dumps(optimizer.to_dict())
+    g.attrs["step_count"] = int(optimizer.step_count)
+    return g
+
+
+def _write(f, model, optimizer, config_json, state_json):
+    write_header(f, config_json, state_json)
     params = f.create_group("params", track_order=True)
     for name, array in model.state_dict().items():
         _write_array(params, name, array)
     if optimizer is None:
         return
-    g = f.create_group("optimizer")
-    g.attrs["hyper_parameters"] = json.dumps(optimizer.to_dict())
-    g.attrs["step_count"] = int(optimizer.step_count)
-    write_optimizer_state(g, model)
+    write_optimizer_state(write_optimizer_group(f, optimizer), model)
 
 
 def write_optimizer_state(g, model):
@@ -98,21 +141,68 @@ def write_optimizer_state(g, model):
             _write_array(tables, key.split(".")[1], array)
 
 
-def save_checkpoint(path, model, optimizer=None, train_state=None):
-    """Write `model` (and `optimizer`'s state, `train_state`: a JSON-able dict) to `path`.
+def write_dense(f, model, optimizer):
+    """A shard file's replicated part: /params (the MLPs) and /optimizer/dense."""
+    params = f.create_group("params", track_order=True)
+    for name in model.params.names:
+        _write_array(params, name, model.params.views[name])
+    if optimizer is not None:
+        dense = f.create_group("optimizer/dense")
+        for key, array in model.params.state.items():
+            _write_array(dense, key, array)
 
-    Atomic: an exception during the save leaves any previous file at `path` as it was."""
-    path = os.fspath(path)
+
+def write_piece(f, table, with_state, file_index):
+    """Shard `table` (an EmbeddingTable) as a group of shard file `file_index` (f);
+    returns its manifest entry [table, [r0, r1], [c0, c1], file_index, group]."""
+    (r0, r1), (c0, c1) = table.rows, table.cols
+    name = f"table{table.table_id}.rows{r0}-{r1}.cols{c0}-{c1}"
+    g = f.create_group(name)
+    _write_array(g, "weight", table.weight)
+    if with_state and table.state is not None:
+        _write_array(g, "state", table.state)
+    return [table.table_id, [r0, r1], [c0, c1], file_index, name]
+
+
+def write_manifest(f, config_json, state_json, token, plan, shard_files, pieces, optimizer,
+                   state_kind):
+    """A sharded checkpoint's manifest. plan: ShardingPlan.to_dict(); pieces: entries
+    [table, [r0, r1], [c0, c1], shard file index, group]; state_kind: the tables' kind."""
+    write_header(f, config_json, state_json, sharded=True)
+    f.attrs["token"] = token
+    for key, value in (("plan", plan), ("shard_files", shard_files), ("pieces", pieces)):
+        f.create_dataset(key, data=json.dumps(value))
+    if optimizer is not None:
+        write_optimizer_group(f, optimizer).attrs["state_kind"] = json.dumps(state_kind)
+
+
+def check_save_args(model, optimizer, train_state):
+    """(config JSON, train_state JSON) of a save, after checking its arguments."""
     if train_state is not None and not isinstance(train_state, dict):
         raise ValueError(f"train_state must be a dict, got {type(train_state).__name__}")
     if optimizer is not None:
         optimizer.check_bind(model)
     state_json = _to_json(train_state or {}, "train_state")
     config_json = _to_json(model.config.to_dict(), "the model config")
-    folder, name = os.path.split(os.path.abspath(path))
+    return config_json, state_json
+
+
+def check_folder(path):
+    """The folder `path` is saved into; FileNotFoundError unless it exists."""
+    folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot save {path}: folder {folder} does not exist")
-    tmp = os.path.join(folder, f".{name}.partial-{os.getpid()}")
+    return folder
+
+
+def save_checkpoint(path, model, optimizer=None, train_state=None):
+    """Write `model` (and `optimizer`'s state, `train_state`: a JSON-able dict) to `path`.
+
+    Atomic: an exception during the save leaves any previous file at `path` as it was."""
+    path = os.fspath(path)
+    config_json, state_json = check_save_args(model, optimizer, train_state)
+    check_folder(path)
+    tmp = partial_path(path, os.getpid())
     with atomic_write(path, tmp), h5py.File(tmp, "w") as f:
         _write(f, model, optimizer, config_json, state_json)
 
@@ -142,42 +232,29 @@ def _json(f, key):
     return json.loads(f[key].asstr()[()])
 
 
-def _info(f, path):
-    info = {"path": path, "format": FORMAT, "format_version": int(f.attrs["format_version"]),
-            "npdlrm_version": str(f.attrs["npdlrm_version"]), "created": str(f.attrs["created"]),
-            "config": _json(f, "config"), "train_state": _json(f, "train_state"),
-            "params": {name: {"shape": list(ds.shape), "dtype": str(ds.dtype)}
-                       for name, ds in f["params"].items()},
-            "optimizer": None, "step_count": None}
-    if "optimizer" in f:
-        g = f["optimizer"]
-        info["optimizer"] = json.loads(g.attrs["hyper_parameters"])
-        info["step_count"] = int(g.attrs["step_count"])
-    return info
-
-
-def read_checkpoint_info(path):
-    """Config, optimizer hyper-parameters and step count, train_state, tensor shapes and
-    dtypes, format and versions of the checkpoint at `path`, without reading tensors."""
-    with _open(path) as f:
-        return _info(f, os.fspath(path))
-
-
-def _check_params(f, model, path):
-    own = model.state_dict()
-    stored = f["params"]
-    for name, target in own.items():
+def _check_params(stored, own, path):
+    """stored, own: {name: (shape, dtype)} of the checkpoint's and the model's tensors."""
+    for name, (shape, dtype) in own.items():
         if name not in stored:
-            raise ValueError(f"{path}: the model has tensor {name} {target.shape}, the "
+            raise ValueError(f"{path}: the model has tensor {name} {shape}, the "
                              f"checkpoint does not: not the same architecture")
-        ds = stored[name]
-        if ds.shape != target.shape or ds.dtype != target.dtype:
-            raise ValueError(f"{path}: tensor {name} is {ds.shape} {ds.dtype} in the checkpoint, "
-                             f"{target.shape} {target.dtype} in the model")
-    for name in stored:
+        s_shape, s_dtype = stored[name]
+        if s_shape != shape or s_dtype != dtype:
+            raise ValueError(f"{path}: tensor {name} is {s_shape} {s_dtype} in the checkpoint, "
+                             f"{shape} {dtype} in the model")
+    for name, (shape, _) in stored.items():
         if name not in own:
-            raise ValueError(f"{path}: the checkpoint has tensor {name} {stored[name].shape}, "
+            raise ValueError(f"{path}: the checkpoint has tensor {name} {shape}, "
                              f"the model does not: not the same architecture")
+
+
+def _model_tensors(model):
+    """{name: (shape, dtype)} of the whole model `model` is (a part of): tables at full size."""
+    out = {name: (v.shape, v.dtype) for name, v in model.params.views.items()}
+    D = model.config.embedding_dim
+    for k, V in enumerate(model.config.table_sizes):
+        out[f"embeddings.{k}.weight"] = ((V, D), model.params.dtype)
+    return out
 
 
 def _check_config(stored, model, path):
@@ -202,48 +279,12 @@ def sparse_state_kind(kinds, path):
     return used.pop() if used else None
 
 
-def _stored_optimizer_spec(g, path):
-    """{optimizer_state key: dataset} of group g, and the tables' optimizer kind."""
-    datasets = {f"dense.{key}": ds for key, ds in g["dense"].items()}
-    unknown = [k for k in g["dense"] if k not in DENSE_STATE_KEYS]
-    if unknown:
-        raise ValueError(f"{path}: unknown dense optimizer state {unknown[0]!r}; expected some "
-                         f"of {DENSE_STATE_KEYS}")
-    kinds = json.loads(g["tables"].attrs["state_kinds"])
-    kind = sparse_state_kind(kinds, path)
-    for k in g["tables"]:
-        if kind is None:
-            raise ValueError(f"{path}: table {k} has optimizer state but no state kind")
-        datasets[f"embeddings.{k}.{kind}"] = g["tables"][k]
-    return datasets, kinds, kind
-
-
 def _describe_state(key):
     """'dense optimizer state adam.m' / 'optimizer state of table 3 (adagrad)'."""
     if key.startswith("dense."):
         return f"dense optimizer state {key[len('dense.'):]}"
     _, k, kind = key.split(".")
     return f"optimizer state of table {k} ({kind})"
-
-
-def _check_optimizer_state(g, model, path):
-    """Shapes and kinds of the stored optimizer state against `model`."""
-    datasets, kinds, kind = _stored_optimizer_spec(g, path)
-    tables = model.embeddings.tables
-    if len(kinds) != len(tables):
-        raise ValueError(f"{path}: optimizer state for {len(kinds)} tables, the model has "
-                         f"{len(tables)}")
-    if kind not in (None, "sgd", "adagrad", "rwsadagrad"):
-        raise ValueError(f"{path}: unknown table optimizer state kind {kind!r}")
-    dense_keys = [key[len("dense."):] for key in datasets if key.startswith("dense.")]
-    spec = model.optimizer_state_spec(kind or "sgd", dense_keys)
-    for key, (shape, dtype) in spec.items():
-        if key not in datasets:
-            raise ValueError(f"{path}: optimizer state {key} ({kind}) is missing")
-        _check_array(datasets[key], shape, dtype, _describe_state(key), path)
-    extra = sorted(set(datasets) - set(spec))
-    if extra:
-        raise ValueError(f"{path}: unexpected optimizer state {extra[0]}")
 
 
 def _check_optimizer(stored, optimizer, model, path):
@@ -259,6 +300,282 @@ def _check_optimizer(stored, optimizer, model, path):
                              f"optimizer's {given!r}: its state cannot be restored into it")
 
 
+# ---- stored pieces: where each part of a table lies ---------------------------------
+class Piece(NamedTuple):
+    """Rows x columns of table `table`, in file `file` (None: the checkpoint itself, else
+    its shard file of that index) at dataset `weight`, its optimizer state at `state`."""
+    table: int
+    rows: Tuple[int, int]
+    cols: Tuple[int, int]
+    file: Optional[int]
+    weight: str
+    state: str
+
+    @property
+    def shape(self):
+        return (self.rows[1] - self.rows[0], self.cols[1] - self.cols[0])
+
+    def describe(self, files):
+        """'table 3', or 'table 3 rows [0, 5) columns [2, 4) in <shard file>'."""
+        if self.file is None:
+            return f"table {self.table}"
+        (r0, r1), (c0, c1) = self.rows, self.cols
+        return f"table {self.table} rows [{r0}, {r1}) columns [{c0}, {c1}) in {files[self.file]}"
+
+
+def _overlap(a, b):
+    """The intersection of ranges a and b, None when empty."""
+    lo, hi = max(a[0], b[0]), min(a[1], b[1])
+    return (lo, hi) if lo < hi else None
+
+
+def _check_tiling(pieces, table_sizes, dim, path):
+    """Raise unless the pieces of every table cover it exactly once."""
+    for k, V in enumerate(table_sizes):
+        mine = [p for p in pieces if p.table == k]
+        inside = all(0 <= p.rows[0] < p.rows[1] <= V and 0 <= p.cols[0] < p.cols[1] <= dim
+                     for p in mine)
+        area = sum(p.shape[0] * p.shape[1] for p in mine)
+        disjoint = not any(_overlap(a.rows, b.rows) and _overlap(a.cols, b.cols)
+                           for a, b in itertools.combinations(mine, 2))
+        if not (inside and disjoint and area == V * dim):
+            raise ValueError(f"{path}: the stored pieces of table {k} do not cover its "
+                             f"{V} x {dim} values exactly once")
+    stray = sorted({p.table for p in pieces} - set(range(len(table_sizes))))
+    if stray:
+        raise ValueError(f"{path}: pieces of table {stray[0]}, the model has "
+                         f"{len(table_sizes)} tables")
+
+
+def _state_shape(kind, shape):
+    """The optimizer state's shape of `kind` for weights of `shape` (None: no state)."""
+    return {"sgd": None, "adagrad": shape, "rwsadagrad": shape[:1]}[kind]
+
+
+class StoredCheckpoint:
+    """An open checkpoint of either layout: its `info`, the checks of a load into a model
+    (whole, or the local part of a distributed one) and the reads. A context manager."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.root = _open(self.path)
+        self._files = {}
+        try:
+            self.sharded = bool(self.root.attrs.get(SHARDED, False))
+            self.config = _json(self.root, "config")
+            if self.sharded:
+                self._index_sharded()
+            else:
+                self._index_single()
+            self.info = self._info()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for f in [self.root, *self._files.values()]:
+            f.close()
+        self._files = {}
+
+    def file(self, i):
+        """The checkpoint itself (i None) or its shard file i, opened once."""
+        if i is None:
+            return self.root
+        if i not in self._files:
+            name = self.shard_files[i]
+            full = os.path.join(os.path.dirname(os.path.abspath(self.path)), name)
+            if not os.path.exists(full):
+                raise FileNotFoundError(f"{self.path}: its shard file {name} is missing (a "
+                                        f"sharded checkpoint's shard files lie beside it)")
+            self._files[i] = h5py.File(full, "r")
+        return self._files[i]
+
+    # ---- where everything lies ----------------------------------------------------
+    def _index_single(self):
+        self.shard_files, self.dense = [], self.root
+        params = self.root["params"]
+        self.tensors = {name: (ds.shape, ds.dtype) for name, ds in params.items()}
+        self.pieces = []
+        for name, (shape, _) in self.tensors.items():
+            m = re.fullmatch(r"embeddings\.(\d+)\.weight", name)
+            if m and len(shape) == 2:
+                self.pieces.append(Piece(int(m.group(1)), (0, shape[0]), (0, shape[1]), None,
+                                         f"params/{name}", f"optimizer/tables/{m.group(1)}"))
+
+    def _index_sharded(self):
+        self.shard_files = _json(self.root, "shard_files")
+        self.pieces = [Piece(int(k), tuple(rows), tuple(cols), int(i), f"{g}/weight",
+                             f"{g}/state") for k, rows, cols, i, g in _json(self.root, "pieces")]
+        sizes, D = self.config["table_sizes"], self.config["embedding_dim"]
+        _check_tiling(self.pieces, sizes, D, self.path)
+        self.dense = self.file(0)
+        self.tensors = {name: (ds.shape, ds.dtype) for name, ds in self.dense["params"].items()}
+        for k, V in enumerate(sizes):
+            self.tensors[f"embeddings.{k}.weight"] = ((V, D), np.dtype(self.config["dtype"]))
+
+    def _info(self):
+        f = self.root
+        info = {"path": self.path, "format": FORMAT,
+                "format_version": int(f.attrs["format_version"]),
+                "npdlrm_version": str(f.attrs["npdlrm_version"]),
+                "created": str(f.attrs["created"]),
+                "config": self.config, "train_state": _json(f, "train_state"),
+                "params": {name: {"shape": list(shape), "dtype": str(dtype)}
+                           for name, (shape, dtype) in self.tensors.items()},
+                "optimizer": None, "step_count": None,
+                "sharded": None}
+        if self.sharded:
+            info["sharded"] = {"shard_files": list(self.shard_files),
+                               "plan": _json(f, "plan"), "token": str(f.attrs["token"])}
+        if "optimizer" in f:
+            g = f["optimizer"]
+            info["optimizer"] = json.loads(g.attrs["hyper_parameters"])
+            info["step_count"] = int(g.attrs["step_count"])
+        return info
+
+    def _reads(self, target, by_rows=False):
+        """(piece, source selection, target selection) of every stored piece of target's
+        table overlapping `target` (an EmbeddingTable): in rows and columns, or in rows
+        only (by_rows: row-wise state, kept whole by the pieces that start at column 0)."""
+        (t0, _), (u0, _) = target.rows, target.cols
+        for p in self.pieces:
+            rows = _overlap(p.rows, target.rows) if p.table == target.table_id else None
+            if rows is None:
+                continue
+            src_rows = slice(rows[0] - p.rows[0], rows[1] - p.rows[0])
+            dst_rows = slice(rows[0] - t0, rows[1] - t0)
+            if by_rows:
+                if p.cols[0] == 0:
+                    yield p, np.s_[src_rows], np.s_[dst_rows]
+                continue
+            cols = _overlap(p.cols, target.cols)
+            if cols is not None:
+                yield p, np.s_[src_rows, cols[0] - p.cols[0]:cols[1] - p.cols[0]], \
+                    np.s_[dst_rows, cols[0] - u0:cols[1] - u0]
+
+    def _dataset(self, p, key, what):
+        f = self.file(p.file)
+        if key not in f:
+            raise ValueError(f"{self.path}: {what} is missing")
+        return f[key]
+
+    # ---- checks -------------------------------------------------------------------
+    def check(self, model, optimizer=None, with_optimizer=True):
+        """Every check of a load into `model`; nothing changes. Returns the optimizer to
+        restore: the given one, a new one from the stored hyper-parameters, or None."""
+        path, stored_hyper = self.path, self.info["optimizer"]
+        _check_params(self.tensors, _model_tensors(model), path)
+        _check_config(self.config, model, path)
+        if not with_optimizer and optimizer is not None:
+            raise ValueError("with_optimizer=False but an optimizer was given")
+        if optimizer is not None:
+            _check_optimizer(stored_hyper, optimizer, model, path)
+        elif with_optimizer and stored_hyper is not None:
+            optimizer = Optimizer.from_dict(stored_hyper)
+        self._check_pieces(model)
+        if optimizer is not None:
+            self._check_optimizer_state(model)
+        return optimizer
+
+    def _check_pieces(self, model):
+        """Shape and dtype of every stored piece of a table that `model` will read."""
+        for t in model.embeddings.tables:
+            for p, _, _ in self._reads(t):
+                what = p.describe(self.shard_files)
+                _check_array(self._dataset(p, p.weight, what), p.shape, t.weight.dtype, what,
+                             self.path)
+
+    def _dense_state(self):
+        """{key: dataset} of the stored dense optimizer state."""
+        return dict(self.dense["optimizer/dense"].items())
+
+    def _table_kind(self, num_tables):
+        """The tables' stored optimizer state kind, after checking how it is recorded."""
+        g, path = self.root["optimizer"], self.path
+        if self.sharded:
+            kind = json.loads(g.attrs["state_kind"])
+        else:
+            kinds = json.loads(g["tables"].attrs["state_kinds"])
+            kind = sparse_state_kind(kinds, path)
+            if len(kinds) != num_tables:
+                raise ValueError(f"{path}: optimizer state for {len(kinds)} tables, the model "
+                                 f"has {num_tables}")
+            for k in g["tables"]:
+                if kind is None:
+                    raise ValueError(f"{path}: table {k} has optimizer state but no state kind")
+                if kind == "sgd" or not (k.isdigit() and int(k) < num_tables):
+                    raise ValueError(f"{path}: unexpected optimizer state embeddings.{k}.{kind}")
+        if kind not in (None, "sgd", "adagrad", "rwsadagrad"):
+            raise ValueError(f"{path}: unknown table optimizer state kind {kind!r}")
+        return kind
+
+    def _check_optimizer_state(self, model):
+        """Shapes and kinds of the stored optimizer state that `model` will read."""
+        path, dense = self.path, self._dense_state()
+        unknown = [k for k in dense if k not in DENSE_STATE_KEYS]
+        if unknown:
+            raise ValueError(f"{path}: unknown dense optimizer state {unknown[0]!r}; expected "
+                             f"some of {DENSE_STATE_KEYS}")
+        for key, (shape, dtype) in model.optimizer_state_spec("sgd", list(dense)).items():
+            _check_array(dense[key[len("dense."):]], shape, dtype, _describe_state(key), path)
+        kind = self._table_kind(len(model.config.table_sizes))
+        for t in model.embeddings.tables:
+            for p, _, _ in self._reads(t, by_rows=kind == "rwsadagrad"):
+                what = f"optimizer state of {p.describe(self.shard_files)} ({kind})"
+                shape = _state_shape(kind or "sgd", p.shape)
+                if shape is None:
+                    if p.state in self.file(p.file):
+                        raise ValueError(f"{path}: unexpected {what}")
+                    continue
+                _check_array(self._dataset(p, p.state, what), shape, t.weight.dtype, what, path)
+
+    # ---- reading ------------------------------------------------------------------
+    def load(self, model, optimizer):
+        """Read the parameters, and with an optimizer its state and step count, into
+        `model` (after `check`)."""
+        params = self.dense["params"]
+        for name in model.params.names:
+            _read_into(params[name], model.params.views[name])
+        for t in model.embeddings.tables:
+            for p, src, dst in self._reads(t):
+                self.file(p.file)[p.weight].read_direct(t.weight, src, dst)
+        model.load_optimizer_state(None)  # free the old state before reading the new
+        if optimizer is None:
+            return
+        kind = self._table_kind(len(model.config.table_sizes))
+        state = {f"dense.{key}": ds[()] for key, ds in self._dense_state().items()}
+        for i, t in enumerate(model.embeddings.tables):
+            shape = t.state_shape(kind or "sgd")
+            if shape is None:
+                continue
+            a = np.empty(shape, t.weight.dtype)
+            for p, src, dst in self._reads(t, by_rows=kind == "rwsadagrad"):
+                self.file(p.file)[p.state].read_direct(a, src, dst)
+            state[f"embeddings.{i}.{kind}"] = a
+        model.load_optimizer_state(state, kind, copy=False)
+        optimizer.step_count = self.info["step_count"]
+        optimizer.bind(model)
+
+
+def open_checkpoint(path):
+    """The checkpoint at `path` (either layout), open for checks and reads."""
+    return StoredCheckpoint(path)
+
+
+def read_checkpoint_info(path):
+    """Config, optimizer hyper-parameters and step count, train_state, tensor shapes and
+    dtypes (tables at full size), format and versions, and for a sharded checkpoint its
+    shard files and plan ('sharded'; None otherwise), without reading tensors."""
+    with open_checkpoint(path) as stored:
+        return stored.info
+
+
 # ---- loading ------------------------------------------------------------------
 def _read_into(ds, target):
     """Read a dataset straight into the C-contiguous array `target`."""
@@ -266,22 +583,8 @@ def _read_into(ds, target):
         ds.read_direct(target)
 
 
-def _load_params(f, model):
-    stored = f["params"]
-    for name in model.params.names:
-        _read_into(stored[name], model.params.views[name])
-    for k, table in enumerate(model.embeddings.tables):
-        _read_into(stored[f"embeddings.{k}.weight"], table.weight)
-
-
-def _load_optimizer_state(g, model, path):
-    datasets, _, kind = _stored_optimizer_spec(g, path)
-    model.load_optimizer_state(None)  # free the old state before reading the new
-    model.load_optimizer_state({key: ds[()] for key, ds in datasets.items()}, kind, copy=False)
-
-
 def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True):
-    """Load the checkpoint at `path`; returns a Checkpoint.
+    """Load the checkpoint at `path` (either layout); returns a Checkpoint.
 
     model: load into it (same architecture, else ValueError naming the first difference),
     or None to build one from the stored config. optimizer: restore its step count and the
@@ -290,28 +593,10 @@ def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True):
     (None if none was saved). with_optimizer=False skips the optimizer state (inference):
     the model is left with none. Nothing changes unless every check passes.
     """
-    path = os.fspath(path)
-    with _open(path) as f:
-        info = _info(f, path)
-        config = DLRMConfig.from_dict(info["config"])
-        stored_hyper = info["optimizer"]
+    with open_checkpoint(path) as stored:
+        config = DLRMConfig.from_dict(stored.config)
         if model is None:
             model = DLRM(config, init="none")
-        _check_params(f, model, path)
-        _check_config(info["config"], model, path)
-        if not with_optimizer and optimizer is not None:
-            raise ValueError("with_optimizer=False but an optimizer was given")
-        if optimizer is not None:
-            _check_optimizer(stored_hyper, optimizer, model, path)
-        elif with_optimizer and stored_hyper is not None:
-            optimizer = Optimizer.from_dict(stored_hyper)
-        if optimizer is not None:
-            _check_optimizer_state(f["optimizer"], model, path)
-        _load_params(f, model)
-        if optimizer is None:
-            model.load_optimizer_state(None)
-        else:
-            _load_optimizer_state(f["optimizer"], model, path)
-            optimizer.step_count = info["step_count"]
-            optimizer.bind(model)
-    return Checkpoint(model, optimizer, info["train_state"], config, path)
+        optimizer = stored.check(model, optimizer, with_optimizer)
+        stored.load(model, optimizer)
+    return Checkpoint(model, optimizer, stored.info["train_state"], config, stored.path)
