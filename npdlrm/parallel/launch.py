@@ -20,10 +20,14 @@ def main(argv=None):
         if comm.rank == 0:
             print(f"npdlrm train: error: {e}", file=sys.stderr)
         return 2
-    from .run import DistributedSetup
+    from .run import DistributedSetup, SetupError
     from ..cli.train import run
     try:
         return run(args, DistributedSetup(comm))
+    except SetupError as e:  # raised on every rank alike: no abort needed
+        if comm.rank == 0:
+            print(f"npdlrm train: error: {e}", file=sys.stderr)
+        return 2
     except BaseException as e:  # noqa: B902 - every failure must end the whole job
         code = _report(e, comm)
         if comm.size > 1:

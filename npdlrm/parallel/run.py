@@ -10,6 +10,11 @@ from ..cli.train import LocalSetup, dataset_loaders, model_config, processed_pat
 from .model import TIMERS, DistributedDLRM
 
 
+class SetupError(ValueError):
+    """A bad setting found on some rank before training: every rank raises it, and the
+    launcher reports it once, without aborting."""
+
+
 class DistributedSetup(LocalSetup):
     """LocalSetup's hooks for a DistributedDLRM over `comm`."""
 
@@ -17,21 +22,30 @@ class DistributedSetup(LocalSetup):
         self.comm = comm
         self.is_root = comm.rank == 0
 
+    def agree(self, fn):
+        """fn() on every rank (fn makes no collective call); if it refused its inputs on
+        some rank, every rank raises SetupError with the first such rank's message."""
+        try:
+            result, error = fn(), None
+        except (ValueError, FileNotFoundError, IsADirectoryError) as e:
+            result, error = None, str(e)
+        errors = [e for e in self.comm.allgather_obj(error) if e is not None]
+        if errors:
+            raise SetupError(errors[0])
+        return result
+
     def loaders(self, args, say):
         if args.data_generation == "dataset" and not os.path.exists(processed_path(args)):
             # rank 0 preprocesses once; the others wait, then open the finished file
             result = dataset_loaders(args, say) if self.is_root else None
             self.comm.barrier()
-            return result or dataset_loaders(args, say)
-        return super().loaders(args, say)
+            return result or self.agree(lambda: dataset_loaders(args, say))
+        return self.agree(lambda: LocalSetup.loaders(self, args, say))
 
     def build(self, args, table_sizes, init=None):
-        from .planner import make_plan
-        config = model_config(args, table_sizes)
-        plan = make_plan(config, self.comm.size, args.sharding, optimizer=args.optimizer,
-                         batch_size=args.mini_batch_size,
-                         lookups_per_sample=None if args.num_indices_per_lookup_fixed
-                         else [(1 + args.num_indices_per_lookup) / 2] * len(table_sizes))
+        bag = args.num_indices_per_lookup if args.num_indices_per_lookup_fixed else \
+            (1 + args.num_indices_per_lookup) / 2
+        config, plan = self.agree(lambda: _plan(args, table_sizes, self.comm.size, bag))
         return DistributedDLRM(config, self.comm, plan, seed=args.numpy_rand_seed,
                                init=init or args.init,
                                alltoall_dtype=args.alltoall_dtype,
@@ -60,6 +74,18 @@ class DistributedSetup(LocalSetup):
         steps = max(model.steps, 1)
         split = ", ".join(f"{k} {1000 * v / steps:.2f}" for k, v in model.timers.items())
         say(f"Rank 0 ms per step: {split} (all-to-all and allreduce: time spent waiting)")
+
+
+def _plan(args, table_sizes, world_size, bag):
+    """(DLRMConfig, ShardingPlan) of the flags (--sharding: the planner's input)."""
+    from .planner import make_plan
+    config = model_config(args, table_sizes)
+    if args.data_generation == "dataset":
+        bag = 1  # Criteo rows: one index per table
+    plan = make_plan(config, world_size, args.sharding, optimizer=args.optimizer,
+                     batch_size=args.mini_batch_size,
+                     lookups_per_sample=[bag] * len(table_sizes))
+    return config, plan
 
 
 class TimedReporter:
