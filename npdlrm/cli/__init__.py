@@ -8,6 +8,7 @@ COMMANDS = {
     "preprocess": "raw Criteo TSV (Kaggle or Terabyte) -> HDF5",
     "predict": "click probabilities of a data file from a checkpoint",
     "plot": "loss and AUC curves of a training log",
+    "plan": "the sharding plan of a distributed run and its per-step costs (no MPI)",
 }
 
 

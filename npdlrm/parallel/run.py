@@ -6,6 +6,8 @@ draws the progress bar and writes the JSONL log.
 """
 import os
 
+import numpy as np
+
 from ..cli.train import LocalSetup, dataset_loaders, model_config, processed_path
 from .model import TIMERS, DistributedDLRM
 
@@ -84,7 +86,8 @@ def _plan(args, table_sizes, world_size, bag):
         bag = 1  # Criteo rows: one index per table
     plan = make_plan(config, world_size, args.sharding, optimizer=args.optimizer,
                      batch_size=args.mini_batch_size,
-                     lookups_per_sample=[bag] * len(table_sizes))
+                     lookups_per_sample=[bag] * len(table_sizes),
+                     alltoall_bytes=np.dtype(args.alltoall_dtype).itemsize)
     return config, plan
 
 
