@@ -13,9 +13,11 @@ from npdlrm import DLRM, DLRMConfig
 from npdlrm.cli import main
 from npdlrm.data.h5data import write_root_attrs
 from npdlrm.parallel import KINDS, ShardingPlan, uniform_plan
-from npdlrm.parallel.planner import (CRITEO_1TB_TABLES, criteo_1tb_config, exchange_elements,
-                                     format_bytes, make_plan, mlp_parameters, parse_bytes,
-                                     plan_costs, scaling_table, table_memory)
+from npdlrm.parallel.costs import (CRITEO_1TB_TABLES, criteo_1tb_config, exchange_elements,
+                                   format_bytes, mlp_parameters, parse_bytes, plan_costs,
+                                   table_memory)
+from npdlrm.parallel.planner import make_plan
+from npdlrm.parallel.scaling import scaling_table
 
 KAGGLE = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
           27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)

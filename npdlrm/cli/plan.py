@@ -5,15 +5,17 @@ MPI.
 
 Prints where each table goes, per rank the memory, lookups and bytes each exchange
 sends per step and, with --link-gbps, the estimated times and the scaling table of the
-Criteo 1TB model (see npdlrm/parallel/planner.py for the model and its assumptions).
+Criteo 1TB model (see npdlrm/parallel/costs.py and scaling.py for the models and their
+assumptions).
 """
 import argparse
 import os
 
 from ..config import parse_dashed
-from ..parallel.planner import (GFLOPS, NS_PER_FLOAT, NS_PER_LOOKUP, format_bytes,
-                                itemsize, make_plan, mlp_parameters, parse_bytes,
-                                plan_costs, scaling_table)
+from ..parallel.costs import (GFLOPS, NS_PER_FLOAT, NS_PER_LOOKUP, format_bytes, itemsize,
+                              mlp_parameters, parse_bytes, plan_costs)
+from ..parallel.planner import make_plan
+from ..parallel.scaling import scaling_table
 from .train import model_config, processed_path
 from .train_flags import build_parser, check_values, load_config, refuse_unsupported
 
