@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test train bench clean
+.PHONY: install test train bench bench-mpi clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 	$(PY) bench/bench_train.py $(ARGS)
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_preprocess.py
+
+# the distributed step at 1, 2 and 4 ranks (mpiexec from the mpich wheel): split and bytes
+bench-mpi: $(STAMP)
+	$(PY) bench/bench_mpi.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,8 @@
 """Sharded checkpoints of a DistributedDLRM: collective, atomic, resharded on load.
 
-The file layout (a manifest and one shard file per rank) is described, written and read
-in `npdlrm/checkpoint.py`; this module runs the collective protocol around it.
+The file layout (a manifest and one shard file per rank) is described in
+`npdlrm/checkpoint_format.py`, written by `npdlrm/checkpoint.py` and read by
+`npdlrm/checkpoint_reader.py`; this module runs the collective protocol around them.
 
 A save, on every rank of model.comm:
 1. every rank writes the pieces it holds (its table shards, their optimizer state; rank 0

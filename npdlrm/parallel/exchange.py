@@ -19,8 +19,8 @@ class PooledExchange:
     the plan's shards by (table, rows, cols)."""
 
     def __init__(self, plan, comm, tables, num_features, dtype, wire_dtype=None,
-                 column_groups=None):
-        self.plan, self.comm = plan, comm
+                 column_groups=None, mean=False):
+        self.plan, self.comm, self.mean = plan, comm, bool(mean)
         self.F, self.D = int(num_features), plan.dim
         self.dtype = np.dtype(dtype)
         self.wire = np.dtype(wire_dtype or dtype)
@@ -32,17 +32,25 @@ class PooledExchange:
             self.pieces.append((k, by_key[(k, shard.rows, shard.cols)], kind, w, w + d))
             w += d
         self.column_groups = column_groups or {}
-        # columns of T.reshape(b, F * D) that rank s's blocks fill, and widths W_s
-        self.colmaps, self.widths = [], []
+        # where rank s's block (b, W_s) goes in T.reshape(b, F * D): runs of columns
+        # (block lo, block hi, T lo, add?); row shards' partial sums are added
+        self.runs, self.widths = [], []
         for s in range(comm.size):
-            cols = [np.arange((1 + k) * self.D + sh.cols[0], (1 + k) * self.D + sh.cols[1])
-                    for k, sh, _ in plan.exchanged_of(s)]
-            cmap = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-            self.colmaps.append(cmap)
-            self.widths.append(cmap.size)
-        self.partial = any(p.kind == "row" for p in plan.placements)
-        self.exchanged_cols = (np.unique(np.concatenate(self.colmaps)) if sum(self.widths)
-                               else np.zeros(0, np.int64))
+            runs, w = [], 0
+            for k, sh, kind in plan.exchanged_of(s):
+                t0 = (1 + k) * self.D + sh.cols[0]
+                d = sh.cols[1] - sh.cols[0]
+                add = kind == "row"
+                if runs and runs[-1][1] == w and runs[-1][2] + (w - runs[-1][0]) == t0 \
+                        and runs[-1][3] == add:
+                    runs[-1] = (runs[-1][0], w + d, runs[-1][2], add)
+                else:
+                    runs.append((w, w + d, t0, add))
+                w += d
+            self.runs.append(runs)
+            self.widths.append(w)
+        self.summed = sorted({(1 + p.table) * self.D for p in plan.placements
+                              if p.kind == "row"})  # T columns of row-placed tables
         self._B = None
         self._bags = None  # per piece: the (indices, offsets, weights, mean) it pooled
 
@@ -82,16 +90,14 @@ class PooledExchange:
     # ---- forward -----------------------------------------------------------------------
     def _bags_of(self, batch, k, table, kind):
         idx, off, w = batch.indices[k], batch.offsets[k], batch.weights_of(k)
-        mean = self.plan_mean
         if kind != "row":
-            return idx, off, w, mean
-        local, loff, lw = row_bags(idx, off, w, mean, table.row_start,
+            return idx, off, w, self.mean
+        local, loff, lw = row_bags(idx, off, w, self.mean, table.row_start,
                                    table.row_start + table.num_rows, self.dtype)
         return local, loff, lw, False
 
-    def start_forward(self, batch, mean):
+    def start_forward(self, batch):
         """Pool this rank's shards for the global `batch` and post the exchange."""
-        self.plan_mean = mean
         self._layout(batch.size)
         self._bags = []
         for k, table, kind, c0, c1 in self.pieces:
@@ -102,35 +108,41 @@ class PooledExchange:
             self.P_wire[...] = self.P
         return self.comm.ialltoallv(self.P_wire, *self.fw_send, self.recv, *self.fw_recv)
 
-    def finish_forward(self, request, T):
-        """Wait for the exchange and add the blocks into T: (b, F, D) (its exchanged
-        columns are overwritten; the other columns are left alone)."""
-        request.Wait()
+    def _blocks(self, T):
+        """(T as (b, F * D), [(rank s, its (b, W_s) block of the receive buffer)])."""
         flat = T.reshape(T.shape[0], -1)
-        flat[:, self.exchanged_cols] = 0
-        b = self.b_me
-        start = 0
+        b, start, out = self.b_me, 0, []
         for s in range(self.comm.size):
             n = b * self.widths[s]
-            if n:
-                flat[:, self.colmaps[s]] += self.recv[start:start + n].reshape(b, -1)
+            out.append((s, self.recv[start:start + n].reshape(b, self.widths[s])))
             start += n
+        return flat, out
+
+    def finish_forward(self, T):
+        """After the forward exchange completed: write the received blocks into T:
+        (b, F, D) (row shards' partial sums added, in rank order)."""
+        flat, blocks = self._blocks(T)
+        for c in self.summed:
+            flat[:, c:c + self.D] = 0
+        for s, block in blocks:
+            for lo, hi, t0, add in self.runs[s]:
+                if add:
+                    flat[:, t0:t0 + hi - lo] += block[:, lo:hi]
+                else:
+                    flat[:, t0:t0 + hi - lo] = block[:, lo:hi]
 
     # ---- backward ------------------------------------------------------------------------
     def start_backward(self, dT):
         """Post the reverse exchange of dT: (b, F, D)'s exchanged columns."""
-        flat = dT.reshape(dT.shape[0], -1)
-        b, start = self.b_me, 0
-        for s in range(self.comm.size):
-            n = b * self.widths[s]
-            if n:
-                self.recv[start:start + n].reshape(b, -1)[...] = flat[:, self.colmaps[s]]
-            start += n
+        flat, blocks = self._blocks(dT)
+        for s, block in blocks:
+            for lo, hi, t0, _ in self.runs[s]:
+                block[:, lo:hi] = flat[:, t0:t0 + hi - lo]
         return self.comm.ialltoallv(self.recv, *self.bw_send, self.dP, *self.bw_recv)
 
-    def update(self, request, optimizer, lr):
-        """Wait for dP: (B, W) and run each shard's fused backward + optimizer on it."""
-        request.Wait()
+    def update(self, optimizer, lr):
+        """After the backward exchange completed: each shard's fused backward + optimizer
+        on its columns of dP: (B, W)."""
         dP = self.dP if self.wire == self.dtype else self.dP.astype(self.dtype)
         kind, eps = optimizer.sparse, optimizer.eps
         for (k, table, pkind, c0, c1), (idx, off, w, m) in zip(self.pieces, self._bags):

@@ -66,10 +66,10 @@ class DistributedDLRM:
                     groups[p.ranks] = comm.split(p.ranks)
                 if groups[p.ranks] is not None:
                     self.column_groups[p.table] = groups[p.ranks]
+        self.mean = config.pooling == "mean"
         self.exchange = PooledExchange(plan, comm, self.local.embeddings.tables,
                                        config.num_features, params.dtype, alltoall_dtype,
-                                       self.column_groups)
-        self.mean = config.pooling == "mean"
+                                       self.column_groups, self.mean)
         self.loss_buffer = np.zeros(1, np.float64)
         self.check_every, self.steps = int(check_every), 0
         self.timers = dict.fromkeys(TIMERS, 0.0)
@@ -90,14 +90,15 @@ class DistributedDLRM:
         lo, hi = self._mine(batch)
         T = self.local.interaction_input(hi - lo)
         t0 = time.perf_counter()
-        request = self.exchange.start_forward(batch, self.mean)
+        request = self.exchange.start_forward(batch)
         self.local.bottom_forward(batch.dense[lo:hi], T, keep)
         for k, table in self.replicated.items():
             idx, off, w = self._replicated_bags(batch, k, lo, hi)
             table.lookup(T[:, 1 + k, :], idx, off, w, self.mean)
         t1 = time.perf_counter()
-        self.exchange.finish_forward(request, T)
+        request.Wait()
         t2 = time.perf_counter()
+        self.exchange.finish_forward(T)
         logits = self.local.top_forward(T, keep)
         self._tick(compute=t1 - t0 + time.perf_counter() - t2, alltoall=t2 - t1)
         return logits
@@ -145,7 +146,7 @@ class DistributedDLRM:
             table.ensure_state(optimizer.sparse)
             update_rows(optimizer.sparse, table.weight, table.state, rows, G[rows], lr,
                         optimizer.eps)
-        self.exchange.update(back, optimizer, lr)
+        self.exchange.update(optimizer, lr)
         optimizer.finish_step()
         self._tick(compute=t1 - t0 + time.perf_counter() - t3, alltoall=t2 - t1,
                    allreduce=t3 - t2)
