@@ -4,7 +4,8 @@ Each world size runs bench/mpi_worker.py under mpiexec, one thread per rank, and
 script prints one table: ms per step and rank 0's split (compute, all-to-all wait,
 allreduce wait), the bytes each rank's all-to-alls sent per step (measured) beside the
 planner's prediction, and the forward all-to-all timed alone beside the cost model's
-time for it at the bandwidth the exchange reaches alone. On 2 cores the ranks share the
+time for it at the bandwidth of a uniform 4 MiB-per-peer all-to-all (the link's
+calibration, measured in the same run). On 2 cores the ranks share the
 CPU: the split, the bytes and the planner's accuracy mean more than the speed-ups.
 """
 import argparse
@@ -41,8 +42,8 @@ def kib(n):
 def render(results):
     lines = ["| ranks | plan | ms/step | compute | all-to-all wait | allreduce wait | "
              "a2a KiB sent/step, measured (fwd+bwd, per rank) | planner's prediction | "
-             "allreduce values | fwd a2a alone | model at that bandwidth |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "allreduce values | fwd a2a alone | link (4 MiB/peer) | model at that link |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         split = r["ranks"][0]["split_ms"]
         measured = [x["sent"]["forward"] + x["sent"]["backward"] for x in r["ranks"]]
@@ -54,7 +55,8 @@ def render(results):
             f"| {r['world_size']} | {plan} | {r['ms_per_step']:.1f} | {split['compute']:.1f} | "
             f"{split['alltoall']:.1f} | {split['allreduce']:.1f} | "
             f"{' / '.join(kib(m) for m in measured)} | {exact} | "
-            f"{r['allreduce_values']:,} | {alone:.2f} ms | {r['modelled_forward_ms']:.2f} ms |")
+            f"{r['allreduce_values']:,} | {alone:.2f} ms | {r['link_gbps']:.0f} Gbit/s | "
+            f"{r['modelled_forward_ms']:.2f} ms |")
     return "\n".join(lines)
 
 

@@ -3,8 +3,8 @@
 Trains the kaggle-shaped model on pre-generated synthetic batches, then prints (rank 0)
 one JSON line: ms per step, each rank's split into compute / all-to-all wait / allreduce
 wait, the bytes each rank's all-to-all sent per step beside the planner's prediction,
-and the all-to-all timed alone against the cost model's time at the bandwidth that the
-same exchange reaches alone.
+and the step's forward all-to-all timed alone against the cost model's time for it at the
+bandwidth of a uniform 4 MiB-per-peer all-to-all measured in the same run.
 """
 import argparse
 import json
@@ -48,16 +48,35 @@ def build(args, comm):
     return config, plan, model, wire
 
 
-def timed_alltoall(model, comm, repeats=20):
-    """Seconds of the step's forward exchange alone (same buffers), median of repeats."""
-    ex = model.exchange
+def median_seconds(fn, comm, repeats=20):
     times = []
     for _ in range(repeats):
         comm.barrier()
         t0 = time.perf_counter()
-        ex.comm.ialltoallv(ex.P_wire, *ex.fw_send, ex.recv, *ex.fw_recv).Wait()
+        fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def timed_alltoall(model, comm):
+    """Seconds of the step's forward exchange alone (same buffers), median of repeats."""
+    ex = model.exchange
+    return median_seconds(
+        lambda: comm.ialltoallv(ex.P_wire, *ex.fw_send, ex.recv, *ex.fw_recv).Wait(), comm)
+
+
+def link_gbps(comm, per_peer=1 << 20):
+    """Gbit/s one rank sends at in a uniform all-to-all of `per_peer` float32 values per
+    peer (the calibration of the cost model's link, measured apart from the step)."""
+    W = comm.size
+    if W == 1:
+        return 0.0
+    send, recv = np.ones(W * per_peer, np.float32), np.empty(W * per_peer, np.float32)
+    counts = np.full(W, per_peer, np.int64)
+    displs = np.arange(W, dtype=np.int64) * per_peer
+    seconds = median_seconds(lambda: comm.ialltoallv(send, counts, displs, recv, counts,
+                                                     displs).Wait(), comm, repeats=10)
+    return 8 * 4 * per_peer * (W - 1) / seconds / 1e9
 
 
 def main():
@@ -89,15 +108,13 @@ def main():
     split = {k: 1000 * v / args.steps for k, v in model.timers.items()}
     sent = model.exchange.sent_bytes()
     alone = timed_alltoall(model, comm)
+    gbps = link_gbps(comm)
     mine = {"rank": comm.rank, "split_ms": split, "sent": sent, "alltoall_alone_ms": 1000 * alone}
     everyone = comm.allgather_obj(mine)
     if comm.rank:
         return
     lookups = [1] * config.num_tables
     predicted = plan_costs(plan, config, args.batch, "sgd", lookups, wire)
-    fw = [r["sent"]["forward"] for r in everyone]
-    slowest = max(everyone, key=lambda r: r["alltoall_alone_ms"])["alltoall_alone_ms"]
-    gbps = 8 * max(fw) / (slowest / 1000) / 1e9 if max(fw) and slowest else 0.0
     modelled = plan_costs(plan, config, args.batch, "sgd", lookups, wire,
                           link_gbps=gbps or None)
     kinds = {}
@@ -110,7 +127,7 @@ def main():
                            for r in predicted.ranks],
         "allreduce_values": int(model.grad_buffer.size),
         "predicted_allreduce_bytes": [r.allreduce for r in predicted.ranks],
-        "alltoall_gbps_alone": gbps,
+        "link_gbps": gbps,
         "modelled_forward_ms": (1000 * modelled.seconds()["forward"]
                                 if gbps else 0.0)}))
 

@@ -21,11 +21,30 @@ def records(path, event):
         return [r for r in map(json.loads, f) if r["event"] == event]
 
 
+def single_run(tmp_path_factory, flags):
+    log = tmp_path_factory.mktemp("single") / "log.jsonl"
+    assert main(["train", *flags, "--log-file", str(log)]) == 0
+    return log
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
-    log = tmp_path_factory.mktemp("single") / "log.jsonl"
-    assert main(["train", *FLAGS, "--log-file", str(log)]) == 0
-    return log
+    return single_run(tmp_path_factory, FLAGS)
+
+
+def assert_same_run(log, reference):
+    """The train losses and the evaluations of two JSONL logs agree (float32 rounding)."""
+    ours, theirs = records(log, "train"), records(reference, "train")
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
+    for a, b in zip(ours, theirs):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+        assert {"compute_ms", "alltoall_ms", "allreduce_ms"} <= set(a)
+    ev_ours, ev_theirs = records(log, "eval"), records(reference, "eval")
+    assert len(ev_ours) == len(ev_theirs) == 2
+    for a, b in zip(ev_ours, ev_theirs):
+        assert a["count"] == b["count"] == 2000  # the whole test split, exactly
+        assert a["auc"] == pytest.approx(b["auc"], abs=1e-5)
+        assert a["log_loss"] == pytest.approx(b["log_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("sharding", ["auto", "row", "column", "replicate",
@@ -36,17 +55,15 @@ def test_mpirun_trains_as_npdlrm_train(sharding, tmp_path, one_process):
                        sharding, "--check-replicas", "10"])
     assert proc.stdout.count("Final held-out evaluation") == 1  # rank 0 alone prints
     assert "on 3 ranks" in proc.stdout
-    ours, theirs = records(log, "train"), records(one_process, "train")
-    assert [r["step"] for r in ours] == [r["step"] for r in theirs]
-    for a, b in zip(ours, theirs):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
-        assert {"compute_ms", "alltoall_ms", "allreduce_ms"} <= set(a)
-    ev_ours, ev_theirs = records(log, "eval"), records(one_process, "eval")
-    assert len(ev_ours) == len(ev_theirs) == 2
-    for a, b in zip(ev_ours, ev_theirs):
-        assert a["count"] == b["count"] == 2000  # the whole test split, exactly
-        assert a["auc"] == pytest.approx(b["auc"], abs=1e-5)
-        assert a["log_loss"] == pytest.approx(b["log_loss"], rel=1e-5)
+    assert_same_run(log, one_process)
+
+
+def test_mpirun_on_random_data(tmp_path, tmp_path_factory):
+    flags = [*FLAGS, "--data-generation", "random"]
+    reference = single_run(tmp_path_factory, flags)
+    log = tmp_path / "log.jsonl"
+    run_mpi(2, ["mpi_launch/train.py", *flags, "--log-file", log])
+    assert_same_run(log, reference)
 
 
 def test_bad_flags_are_refused_once(tmp_path):
