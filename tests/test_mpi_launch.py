@@ -84,3 +84,21 @@ def test_a_failing_rank_ends_the_job(mode, tmp_path):
     assert ended - float(stamp.read_text()) < 10, "the job outlived the failure by 10 s"
     if mode == "raise":
         assert "rank 1 of 3" in proc.stderr and "injected failure at step 5" in proc.stderr
+
+
+def test_launcher_shares_the_cores_between_local_ranks():
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location("mpi_launch_train", "mpi_launch/train.py")
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    cores = os.cpu_count()
+    env = {"MPI_LOCALNRANKS": "4"}
+    launcher.share_cores(env)
+    assert env["OMP_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == str(max(1, cores // 4))
+    env = {"OMPI_COMM_WORLD_LOCAL_SIZE": "1"}
+    launcher.share_cores(env)
+    assert env["OPENBLAS_NUM_THREADS"] == str(cores)
+    env = {"MPI_LOCALNRANKS": "4", "NUMBA_NUM_THREADS": "3"}  # the user's choice stands
+    launcher.share_cores(env)
+    assert env == {"MPI_LOCALNRANKS": "4", "NUMBA_NUM_THREADS": "3"}
