@@ -21,7 +21,6 @@ A load checks, on every rank, all that this rank will read, and every rank raise
 some rank refused; then each rank reads the overlap of every stored piece with every
 piece it holds now: any number of ranks and any plan, single-file checkpoints too.
 """
-import builtins
 import contextlib
 import os
 import re
@@ -31,6 +30,7 @@ from typing import List, NamedTuple
 import h5py
 
 from ..atomic import atomic_write, fsync_path
+from .agree import agree, attempt
 from ..checkpoint import (Checkpoint, check_folder, check_save_args, open_checkpoint,
                           partial_path, sparse_state_kind, write_dense, write_manifest,
                           write_piece)
@@ -83,39 +83,6 @@ class SaveResult(NamedTuple):
                 f"{self.path}: {', '.join(self.leftovers)}")
 
 
-# ---- every rank raises when one fails ------------------------------------------------
-def _attempt(fn):
-    """(fn(), None), or (None, the exception fn raised)."""
-    try:
-        return fn(), None
-    except Exception as e:  # noqa: BLE001 - reported to every rank by _agree
-        return None, e
-
-
-def _like(kind, message):
-    """An exception of the built-in type named `kind` (else RuntimeError) with `message`."""
-    cls = getattr(builtins, kind, None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        with contextlib.suppress(TypeError):  # e.g. UnicodeDecodeError takes 5 arguments
-            return cls(message)
-    return RuntimeError(message)
-
-
-def _agree(comm, error, payload=None, cleanup=None):
-    """Every rank's `payload` (collective). When some rank holds an `error`, `cleanup()`
-    runs and every rank raises instead: a failing rank its own exception, the others one
-    of the same type naming the first failing rank and its message."""
-    report = None if error is None else (type(error).__name__, str(error))
-    reports = comm.allgather_obj((report, payload))
-    failed = [(rank, r) for rank, (r, _) in enumerate(reports) if r is not None]
-    if not failed:
-        return [p for _, p in reports]
-    if cleanup is not None:
-        cleanup()
-    if error is not None:
-        raise error
-    rank, (kind, message) = failed[0]
-    raise _like(kind, f"rank {rank}: {message}")
 
 
 # ---- saving ------------------------------------------------------------------------
@@ -192,10 +159,10 @@ def _begin(path, model, optimizer, train_state):
         jsons = check_save_args(model.local, optimizer, train_state)
         return jsons, new_token(path) if comm.rank == 0 else None
 
-    prepared, error = _attempt(prepare)
+    prepared, error = attempt(prepare)
     jsons, token = prepared or (None, None)
     kinds = [t.state_kind for t in model.local.embeddings.tables]
-    everyone = _agree(comm, error, (kinds, token))
+    everyone = agree(comm, error, (kinds, token))
     state_kind = sparse_state_kind([k for rank_kinds, _ in everyone for k in rank_kinds], path)
     return jsons, everyone[0][1], state_kind
 
@@ -210,14 +177,14 @@ def save_sharded(path, model, optimizer=None, train_state=None):
     jsons, token, state_kind = _begin(path, model, optimizer, train_state)
     names = [shard_name(os.path.basename(path), token, r) for r in range(comm.size)]
     mine = os.path.join(os.path.dirname(os.path.abspath(path)), names[comm.rank])
-    entries, error = _attempt(lambda: _write_shard(mine, model, optimizer))
-    pieces = _agree(comm, error, entries, cleanup=lambda: _remove(mine))
+    entries, error = attempt(lambda: _write_shard(mine, model, optimizer))
+    pieces = agree(comm, error, entries, cleanup=lambda: _remove(mine))
     result, error = None, None
     if comm.rank == 0:
-        result, error = _attempt(lambda: _commit(
+        result, error = attempt(lambda: _commit(
             path, token, names, [e for rank in pieces for e in rank], model, optimizer,
             jsons, state_kind))
-    return _agree(comm, error, result, cleanup=lambda: _remove(mine))[0]
+    return agree(comm, error, result, cleanup=lambda: _remove(mine))[0]
 
 
 # ---- loading -----------------------------------------------------------------------
@@ -229,16 +196,16 @@ def load_sharded(path, model, optimizer=None, with_optimizer=True):
     checks what it will read before anything changes; if some rank refuses, every rank
     raises. Returns a Checkpoint whose model is `model`."""
     comm = model.comm
-    stored, error = _attempt(lambda: open_checkpoint(path))
+    stored, error = attempt(lambda: open_checkpoint(path))
     try:
         if error is None:
-            optimizer, error = _attempt(
+            optimizer, error = attempt(
                 lambda: stored.check(model.local, optimizer, with_optimizer))
-        _agree(comm, error)
-        _, error = _attempt(lambda: stored.load(model.local, optimizer))
+        agree(comm, error)
+        _, error = attempt(lambda: stored.load(model.local, optimizer))
     finally:
         if stored is not None:
             stored.close()
-    _agree(comm, error)
+    agree(comm, error)
     return Checkpoint(model, optimizer, stored.info["train_state"], model.config,
                       os.fspath(path))

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from ..cli.train import LocalSetup, dataset_loaders, model_config, processed_path
+from .agree import agree
 from .model import TIMERS, DistributedDLRM
 
 
@@ -30,10 +31,11 @@ class DistributedSetup(LocalSetup):
         try:
             result, error = fn(), None
         except (ValueError, FileNotFoundError, IsADirectoryError) as e:
-            result, error = None, str(e)
-        errors = [e for e in self.comm.allgather_obj(error) if e is not None]
-        if errors:
-            raise SetupError(errors[0])
+            result, error = None, e
+        try:
+            agree(self.comm, error)
+        except (ValueError, FileNotFoundError, IsADirectoryError) as e:
+            raise SetupError(str(e)) from e
         return result
 
     def loaders(self, args, say):
