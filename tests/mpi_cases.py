@@ -6,6 +6,7 @@ from npdlrm.data.synthetic import SyntheticData
 
 STEPS = 4
 BATCH = 37  # divides evenly by none of 2, 3, 4
+SIZES = (37, 37, 2, 37, 37)  # step 2: fewer samples than ranks (some ranks get none)
 TABLES = (50, 7, 300, 3, 1, 120)  # 3 and 1 rows: fewer rows than ranks
 KINDS = ("table", "row", "column", "replicate", "mixed")
 OPTIMIZERS = ("sgd", "adagrad", "rwsadagrad")
@@ -22,10 +23,10 @@ def config_of(case):
 
 
 def global_batch(case, i):
-    """Batch i: the same on every rank (synthetic power-law bags of 1 to 3 entries)."""
+    """Batch i (SIZES[i] samples): the same on every rank (power-law bags of 1 to 3)."""
     data = SyntheticData(num_samples=100 * BATCH, num_dense=4, table_sizes=TABLES,
                          distribution="power-law", bag_size=3, fixed_bag_size=False, seed=11)
-    mb = data.batch(i, BATCH, "train")
+    mb = data.batch(i, SIZES[i], "train")
     weights = None
     if case["weighted"]:
         rng = np.random.default_rng(i)

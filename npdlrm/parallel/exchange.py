@@ -110,7 +110,7 @@ class PooledExchange:
 
     def _blocks(self, T):
         """(T as (b, F * D), [(rank s, its (b, W_s) block of the receive buffer)])."""
-        flat = T.reshape(T.shape[0], -1)
+        flat = T.reshape(T.shape[0], T.shape[1] * T.shape[2])
         b, start, out = self.b_me, 0, []
         for s in range(self.comm.size):
             n = b * self.widths[s]
