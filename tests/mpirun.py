@@ -33,3 +33,16 @@ def run_mpi(nprocs, args, timeout=180, env=None, check=True):
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n"
                              f"{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
     return proc
+
+
+def worker_main(main, *args):
+    """Run a worker's main(*args) under mpiexec; an exception on one rank aborts the
+    whole job (a failing test ends at once instead of waiting for its timeout)."""
+    try:
+        main(*args)
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        sys.stderr.flush()
+        from mpi4py import MPI
+        MPI.COMM_WORLD.Abort(1)

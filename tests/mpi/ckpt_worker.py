@@ -28,6 +28,7 @@ from npdlrm.parallel import DistributedDLRM, world
 from npdlrm.parallel.checkpoint import load_sharded, save_sharded
 
 import ckpt_cases as cases
+from mpirun import worker_main
 
 
 def build(comm, action, init="none"):
@@ -113,4 +114,4 @@ def main(outdir, actions_file):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    worker_main(main, sys.argv[1], sys.argv[2])

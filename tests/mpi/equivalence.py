@@ -12,6 +12,7 @@ import numpy as np
 from npdlrm import Optimizer
 from npdlrm.parallel import DistributedDLRM, ShardingPlan, place, uniform_plan, world
 from mpi_cases import CASES, STEPS, config_of, global_batch
+from mpirun import worker_main
 
 
 def mixed_plan(W, config):
@@ -53,4 +54,4 @@ def main(outdir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    worker_main(main, sys.argv[1])

@@ -14,6 +14,7 @@ import numpy as np
 from npdlrm import DLRMConfig, Optimizer
 from npdlrm.parallel import DistributedDLRM, world
 from npdlrm.parallel.planner import make_plan
+from mpirun import worker_main
 
 BATCH = 37  # divides evenly by neither 2 nor 3
 TABLES = (50, 7, 300, 3, 1, 120, 2000)
@@ -61,4 +62,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    worker_main(main)
