@@ -108,7 +108,7 @@ def _sample_weights(per_sample_weights, indices, dtype):
                          f"got {len(per_sample_weights)}")
     out = []
     for k, (w, idx) in enumerate(zip(per_sample_weights, indices)):
-        if w is None:
+        if w is None or idx is None:
             out.append(None)
             continue
         w = np.ascontiguousarray(w, dtype=dtype)
@@ -122,8 +122,11 @@ def _sample_weights(per_sample_weights, indices, dtype):
 
 
 def make_batch(config, dense, indices, offsets, labels=None, per_sample_weights=None,
-               need_labels=False):
-    """Check one batch against `config` (a DLRMConfig); returns a Batch or raises ValueError."""
+               need_labels=False, allow_missing=False):
+    """Check one batch against `config` (a DLRMConfig); returns a Batch or raises ValueError.
+
+    allow_missing: a table whose indices and offsets are both None is left out (None in
+    the Batch): a distributed rank gets only the tables it needs."""
     dtype = np.dtype(config.dtype)
     x = _dense(dense, config.num_dense, dtype)
     B, T = x.shape[0], config.num_tables
@@ -137,7 +140,8 @@ def make_batch(config, dense, indices, offsets, labels=None, per_sample_weights=
             raise ValueError(f"{what} must be a sequence with one array per table ({T})")
         if len(seq) != T:
             raise ValueError(f"{what}: expected one array per table ({T} tables), got {len(seq)}")
-    checked = [_bags(k, indices[k], offsets[k], B, config.table_sizes[k]) for k in range(T)]
+    checked = [(None, None) if allow_missing and indices[k] is None and offsets[k] is None
+               else _bags(k, indices[k], offsets[k], B, config.table_sizes[k]) for k in range(T)]
     idx = [c[0] for c in checked]
     off = [c[1] for c in checked]
     y = None if labels is None else _labels(labels, B, dtype, config.loss == "wbce")

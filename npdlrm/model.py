@@ -57,10 +57,11 @@ class DLRM:
 
     # ---- the stages of a step (a distributed step composes the same ones) -----
     def check_batch(self, dense, indices, offsets, labels=None, per_sample_weights=None,
-                    need_labels=False):
-        """A checked `inputs.Batch`, or ValueError before anything changes."""
+                    need_labels=False, allow_missing=False):
+        """A checked `inputs.Batch`, or ValueError before anything changes (allow_missing:
+        tables given as None stay None)."""
         return make_batch(self.config, dense, indices, offsets, labels, per_sample_weights,
-                          need_labels)
+                          need_labels, allow_missing)
 
     def interaction_input(self, batch_size):
         """T: (B, F, D), the reused buffer the stages fill: slot 0 bottom, 1 + k table k."""

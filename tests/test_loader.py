@@ -343,3 +343,21 @@ def test_batches_feed_a_training_step():
     for mb in BatchLoader(d, 64, "train", rank=1, world_size=2).epoch(0):
         loss = model.train_step(mb.dense, mb.indices, mb.offsets, mb.labels, opt)
         assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_tables_reads_only_those_columns(shuffle):
+    data = make_data(N=700, T=4)
+    full = BatchLoader(data, 64, "train", shuffle=shuffle, seed=3, chunk_rows=50)
+    some = BatchLoader(data, 64, "train", shuffle=shuffle, seed=3, chunk_rows=50,
+                       tables=[3, 1])
+    xs, ys = list(full.epoch(1, 2)), list(some.epoch(1, 2))
+    assert len(xs) == len(ys) == len(full) - 2
+    for a, b in zip(xs, ys):
+        assert np.array_equal(a.dense, b.dense) and np.array_equal(a.labels, b.labels)
+        for k in range(4):
+            if k in (1, 3):
+                assert np.array_equal(a.indices[k], b.indices[k])
+                assert np.array_equal(a.offsets[k], b.offsets[k])
+            else:
+                assert b.indices[k] is None and b.offsets[k] is None

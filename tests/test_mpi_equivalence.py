@@ -3,7 +3,8 @@
 For every placement (table, row, column, replicate, and a plan mixing them) and every
 optimizer, STEPS steps of a DistributedDLRM on 1, 2, 3 and 4 ranks (mpiexec; MPICH
 oversubscribes the cores) give the losses, parameters and predictions of one process
-training a plain DLRM on the same global batches of 37 samples.
+training a plain DLRM on the same global batches (of 37 samples, and one of 2: fewer
+than ranks). Every other step each rank is given only the tables it needs.
 """
 import numpy as np
 import pytest
@@ -66,3 +67,5 @@ def test_n_ranks_train_as_one_process(world_size, tmp_path, references):
                 covered[f"embeddings.{k}.weight"][r0:r1, c0:c1] = True
         for k, mask in covered.items():
             assert mask.all(), f"{name}: {k} is not fully held by the ranks"
+    for r, out in enumerate(ranks):  # a bad index seen by one rank only: all refuse
+        assert "out of range" in str(out["refused"]), (r, out["refused"])

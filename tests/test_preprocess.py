@@ -447,3 +447,18 @@ def test_part_with_same_table_sizes_but_new_ids_is_redone(tmp_path):
     assert first.table_sizes == rep.table_sizes == (3,) * 26
     assert rep.parts_reused == 0  # a new dictionary: every part is redone
     check_data(tmp_path / "o.h5", naive(days, threshold=2), (2, 1, 3))
+
+
+def test_processed_reader_reads_only_the_tables_asked(tmp_path):
+    rng = np.random.default_rng(1)
+    raw = write_raw(tmp_path / "train.txt", make_lines(rng, 60))
+    out = tmp_path / "k.h5"
+    preprocess_criteo(raw, out, chunk_rows=16)
+    with open_processed(out) as data:
+        dense, sparse, labels = data.read(5, 40)
+        d2, some, l2 = data.read(5, 40, tables=[0, 25])
+        _, none, _ = data.read(7, 7, tables=[2])
+    assert np.array_equal(dense, d2) and np.array_equal(labels, l2)
+    assert np.array_equal(some[0], sparse[0]) and np.array_equal(some[25], sparse[25])
+    assert all(some[k] is None for k in range(1, 25))
+    assert none[2].shape == (0,) and none[0] is None

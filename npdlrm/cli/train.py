@@ -134,6 +134,9 @@ class LocalSetup:
     def wrap_reporter(self, reporter, model):
         return reporter
 
+    def connect(self, model, loaders):
+        """Tell the loaders what the model needs of each batch (here: everything)."""
+
     def finish(self, model, say):
         pass
 
@@ -173,6 +176,7 @@ def _run(args, reporter, log, setup):
     # weights about to be loaded need no initialisation
     model = setup.build(args, sizes, init="none" if args.load_model else None)
     reporter = setup.wrap_reporter(reporter, model)
+    setup.connect(model, (train_ld, test_ld))
     optimizer = build_optimizer(args)
     run_info = {name: getattr(args, name) for name in POSITION_SETTINGS}
     state = TrainState()

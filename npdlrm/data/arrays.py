@@ -51,14 +51,18 @@ class ArrayData:
         """[(start, stop)] global row ranges of 'train' | 'test' | 'val' | 'all'."""
         return split_ranges(self.day_rows, split)
 
-    def read(self, start, stop):
-        """Rows [start, stop): dense (n, n_dense) float32, [T x (n,) int64], labels (n,)."""
+    def read(self, start, stop, tables=None):
+        """Rows [start, stop): dense (n, n_dense) float32, [T x (n,) int64], labels (n,).
+
+        tables: the tables whose columns are read (None: all); the others are None."""
         start, stop = int(start), int(stop)
         if not 0 <= start <= stop <= self.num_rows:
             raise ValueError(f"read({start}, {stop}) out of range: need 0 <= start <= stop <= "
                              f"{self.num_rows}")
-        return (self.dense[start:stop].copy(), [c[start:stop].copy() for c in self.sparse],
-                self.labels[start:stop].copy())
+        wanted = range(len(self.sparse)) if tables is None else set(tables)
+        return (self.dense[start:stop].copy(),
+                [c[start:stop].copy() if k in wanted else None
+                 for k, c in enumerate(self.sparse)], self.labels[start:stop].copy())
 
     def close(self):
         """Nothing to release (the API of the HDF5 reader)."""

@@ -186,9 +186,12 @@ class ProcessedData:
         """[(start, stop)] global row ranges of 'train' | 'test' | 'val' | 'all'."""
         return splits.split_ranges(self.day_rows, split)
 
-    def read(self, start, stop):
-        """(dense (n, 13) float32, [26 x (n,) int64], labels (n,) float32) of rows [start, stop)."""
+    def read(self, start, stop, tables=None):
+        """(dense (n, 13) float32, [26 x (n,) int64], labels (n,) float32) of rows [start, stop).
+
+        tables: the tables whose columns are read (None: all); the others are None."""
         start, stop = int(start), int(stop)
+        wanted = range(len(self.table_sizes)) if tables is None else set(tables)
         if not 0 <= start <= stop <= self.num_rows:
             raise ValueError(f"rows [{start}, {stop}) out of range: {self.path} holds "
                              f"{self.num_rows} rows")
@@ -201,11 +204,14 @@ class ProcessedData:
             dense.append(dense_set[lo:hi])
             labels.append(label_set[lo:hi])
             for k, ds in enumerate(sparse_sets):
-                sparse[k].append(ds[lo:hi].astype(np.int64))
+                if k in wanted:
+                    sparse[k].append(ds[lo:hi].astype(np.int64))
         if not labels:
             return (np.zeros((0, self.num_dense), np.float32),
-                    [np.zeros(0, np.int64) for _ in self.table_sizes], np.zeros(0, np.float32))
-        return (np.concatenate(dense), [np.concatenate(s) for s in sparse],
+                    [np.zeros(0, np.int64) if k in wanted else None
+                     for k in range(len(self.table_sizes))], np.zeros(0, np.float32))
+        return (np.concatenate(dense),
+                [np.concatenate(s) if k in wanted else None for k, s in enumerate(sparse)],
                 np.concatenate(labels))
 
     def close(self):

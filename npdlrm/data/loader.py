@@ -37,6 +37,11 @@ def slice_rows(mb, lo, hi):
     return Minibatch(mb.dense[lo:hi], indices, offsets, mb.labels[lo:hi], truth)
 
 
+def _each(columns, fn):
+    """fn of every sparse column that was read (None stays None: a column not read)."""
+    return [None if c is None else fn(c) for c in columns]
+
+
 class _Failure:
     """An exception raised by the producer thread, carried to the consumer."""
 
@@ -99,7 +104,8 @@ class BatchLoader:
     """Batches of one split of a reader (ArrayData, the HDF5 ProcessedData, ...)."""
 
     def __init__(self, data, batch_size, split="train", shuffle=None, seed=0, drop_last=False,
-                 chunk_rows=None, window_chunks=4, prefetch=2, rank=0, world_size=1):
+                 chunk_rows=None, window_chunks=4, prefetch=2, rank=0, world_size=1,
+                 tables=None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         chunk_rows = getattr(data, "chunk_rows", DEFAULT_CHUNK_ROWS) if chunk_rows is None \
@@ -118,6 +124,9 @@ class BatchLoader:
         self.shuffle = (split == "train") if shuffle is None else bool(shuffle)
         self.chunk_rows, self.window_chunks = int(chunk_rows), int(window_chunks)
         self.prefetch, self.rank, self.world_size = int(prefetch), int(rank), int(world_size)
+        # the tables whose columns are read (None: all; the others' indices and offsets
+        # are None): a distributed rank reads only the tables it needs
+        self.tables = None if tables is None else sorted(int(k) for k in tables)
         self.chunks = [(s, min(s + self.chunk_rows, stop))
                        for start, stop in data.split_ranges(split)
                        for s in range(int(start), int(stop), self.chunk_rows)]
@@ -147,13 +156,17 @@ class BatchLoader:
 
     def _read_window(self, chunks, key):
         """dense (n, n_dense), [T x (n,)] sparse, labels (n,) of `chunks`, permuted by `key`."""
-        parts = [self.data.read(s, e) for s, e in chunks]
+        if self.tables is None:
+            parts = [self.data.read(s, e) for s, e in chunks]
+        else:
+            parts = [self.data.read(s, e, tables=self.tables) for s, e in chunks]
         dense = np.concatenate([p[0] for p in parts])
-        sparse = [np.concatenate([p[1][k] for p in parts]) for k in range(len(parts[0][1]))]
+        sparse = [None if parts[0][1][k] is None else np.concatenate([p[1][k] for p in parts])
+                  for k in range(len(parts[0][1]))]
         labels = np.concatenate([p[2] for p in parts])
         if key is not None:
             perm = np.random.default_rng(key).permutation(labels.shape[0])
-            dense, labels, sparse = dense[perm], labels[perm], [col[perm] for col in sparse]
+            dense, labels, sparse = dense[perm], labels[perm], _each(sparse, lambda c: c[perm])
         return dense, sparse, labels
 
     def _batches(self, epoch, start_batch):
@@ -170,11 +183,13 @@ class BatchLoader:
                 continue
             dense, sparse, labels = self._read_window(chunks, key)
             if skip:
-                dense, sparse, labels = dense[skip:], [c[skip:] for c in sparse], labels[skip:]
+                dense, sparse, labels = (dense[skip:], _each(sparse, lambda c: c[skip:]),
+                                         labels[skip:])
                 skip = 0
             if carry is not None:
                 dense = np.concatenate([carry[0], dense])
-                sparse = [np.concatenate([a, b]) for a, b in zip(carry[1], sparse)]
+                sparse = [None if b is None else np.concatenate([a, b])
+                          for a, b in zip(carry[1], sparse)]
                 labels = np.concatenate([carry[2], labels])
             n, lo = labels.shape[0], 0
             while n - lo >= B and remaining:
@@ -182,7 +197,7 @@ class BatchLoader:
                 lo, remaining = lo + B, remaining - 1
             if not remaining:
                 return
-            carry = (dense[lo:], [c[lo:] for c in sparse], labels[lo:])
+            carry = (dense[lo:], _each(sparse, lambda c: c[lo:]), labels[lo:])
         if remaining and carry is not None and carry[2].shape[0]:
             yield self._minibatch(*carry, 0, carry[2].shape[0])
 
@@ -192,6 +207,6 @@ class BatchLoader:
         a, b = lo + r0, lo + r1
         offsets = np.arange(b - a + 1, dtype=np.int64)
         return Minibatch(np.ascontiguousarray(dense[a:b], dtype=np.float32),
-                         [np.ascontiguousarray(c[a:b], dtype=np.int64) for c in sparse],
-                         [offsets] * len(sparse),
+                         _each(sparse, lambda c: np.ascontiguousarray(c[a:b], dtype=np.int64)),
+                         [None if c is None else offsets for c in sparse],
                          np.ascontiguousarray(labels[a:b], dtype=np.float32))

@@ -76,7 +76,9 @@ class Comm:
 
     def any(self, flag):
         """True on every rank when `flag` is true on some rank."""
-        return bool(self.mpi.allreduce(bool(flag), op=_mpi().LOR))
+        buf = np.array([1 if flag else 0], np.int32)
+        self.mpi.Allreduce(_mpi().IN_PLACE, buf, op=_mpi().MAX)
+        return bool(buf[0])
 
     def barrier(self):
         self.mpi.Barrier()

@@ -21,6 +21,7 @@ import numpy as np
 from ..data.loader import rank_bounds
 from ..loss import check_loss
 from ..model import DLRM
+from .agree import agree, attempt
 from .exchange import PooledExchange
 from .shard_ops import update_rows
 
@@ -75,6 +76,32 @@ class DistributedDLRM:
         self.timers = dict.fromkeys(TIMERS, 0.0)
 
     # ---- the parts of the batch this rank needs ----------------------------------------
+    @property
+    def tables_needed(self):
+        """The tables whose bags this rank needs from each global batch (those it holds a
+        shard of, replicated ones included); a loader may read only these."""
+        return sorted({t.table_id for t in self.local.embeddings.tables})
+
+    def check_batch(self, dense, indices, offsets, labels=None, per_sample_weights=None,
+                    need_labels=False):
+        """The checked global batch. Tables this rank does not need may be None (its
+        loader may read only `tables_needed`), so the ranks may have seen different parts
+        of the batch: they agree (one small allreduce), and when one rank refuses the
+        batch every rank raises, before any change."""
+        partial = isinstance(indices, (list, tuple)) and any(i is None for i in indices)
+
+        def check():
+            missing = [k for k in self.tables_needed if partial and indices[k] is None]
+            if missing:
+                raise ValueError(f"rank {self.rank} holds tables {missing}, the batch has no "
+                                 f"indices for them")
+            return self.local.check_batch(dense, indices, offsets, labels,
+                                          per_sample_weights, need_labels, allow_missing=True)
+        batch, error = attempt(check)
+        if self.comm.any(error is not None):
+            agree(self.comm, error)  # raises on every rank
+        return batch
+
     def _mine(self, batch):
         """(lo, hi) of this rank's samples in the global batch."""
         return rank_bounds(batch.size, self.rank, self.size)
@@ -114,7 +141,7 @@ class DistributedDLRM:
         A refused batch (ValueError) or a non-finite loss (FloatingPointError) changes
         nothing, on every rank."""
         local = self.local
-        batch = local.check_batch(dense, indices, offsets, labels, per_sample_weights, True)
+        batch = self.check_batch(dense, indices, offsets, labels, per_sample_weights, True)
         optimizer.bind(local)
         lr = optimizer.lr
         lo, hi = self._mine(batch)
@@ -158,7 +185,7 @@ class DistributedDLRM:
     def predict(self, dense, indices, offsets, per_sample_weights=None):
         """Click probabilities (B,) of the global batch, on every rank."""
         local = self.local
-        batch = local.check_batch(dense, indices, offsets, per_sample_weights=per_sample_weights)
+        batch = self.check_batch(dense, indices, offsets, per_sample_weights=per_sample_weights)
         p = local.probabilities(self._forward(batch, keep=False))
         bounds = [rank_bounds(batch.size, r, self.size) for r in range(self.size)]
         out = np.empty(batch.size, p.dtype)

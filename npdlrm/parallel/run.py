@@ -71,6 +71,13 @@ class DistributedSetup(LocalSetup):
         kinds = ", ".join(f"{n} {kind}" for kind, n in counts.items())
         return f" on {self.comm.size} ranks (tables: {kinds})"
 
+    def connect(self, model, loaders):
+        """Loaders that can (the HDF5 and in-memory ones) read only the tables this rank
+        needs; synthetic batches are generated whole."""
+        for loader in loaders:
+            if hasattr(loader, "tables"):
+                loader.tables = model.tables_needed
+
     def wrap_reporter(self, reporter, model):
         return TimedReporter(reporter, model)
 

@@ -40,6 +40,8 @@ def main(outdir):
         losses = []
         for i in range(STEPS):
             b = global_batch(case, i)
+            if i % 2:  # odd steps: only the tables this rank needs, as its loader reads them
+                b = partial(b, model.tables_needed)
             losses.append(model.train_step(b["dense"], b["indices"], b["offsets"], b["labels"],
                                            opt, per_sample_weights=b["weights"]))
         b = global_batch(case, STEPS)
@@ -50,7 +52,38 @@ def main(outdir):
         for t in model.local.embeddings.tables:
             (r0, r1), (c0, c1) = t.rows, t.cols
             out[f"{name}/table{t.table_id}/{r0}-{r1}/{c0}-{c1}"] = t.weight.copy()
+    out["refused"] = np.array(refusal(comm))
     np.savez(f"{outdir}/rank{comm.rank}.npz", **out)
+
+
+def partial(b, needed):
+    """Batch b with None for the tables not in `needed`."""
+    keep = lambda seq: None if seq is None else [x if k in needed else None  # noqa: E731
+                                                 for k, x in enumerate(seq)]
+    return {**b, "indices": keep(b["indices"]), "offsets": keep(b["offsets"]),
+            "weights": keep(b["weights"])}
+
+
+def refusal(comm):
+    """A bad index in a table that only the last rank reads: every rank must refuse the
+    step, and nothing may change. Returns this rank's error message."""
+    case = CASES[0]
+    config = config_of(case)
+    plan = uniform_plan(comm.size, config.table_sizes, config.embedding_dim, "table")
+    model = DistributedDLRM(config, comm, plan, seed=5)
+    k = next(p.table for p in plan.placements if p.ranks == (comm.size - 1,))
+    b = partial(global_batch(case, 0), model.tables_needed)
+    if b["indices"][k] is not None:
+        b["indices"][k] = b["indices"][k].copy()
+        b["indices"][k][0] = config.table_sizes[k] + 7
+    before = model.local.params.data.copy()
+    try:
+        model.train_step(b["dense"], b["indices"], b["offsets"], b["labels"],
+                         Optimizer("sgd", lr=0.1))
+    except ValueError as e:
+        assert np.array_equal(before, model.local.params.data)
+        return str(e)
+    return "accepted"
 
 
 if __name__ == "__main__":
