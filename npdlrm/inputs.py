@@ -75,8 +75,10 @@ def _bags(k, idx, off, B, num_rows):
         raise ValueError(f"table {k}: offsets must be non-decreasing, got {full[pos - 1]} then "
                          f"{full[pos]} at position {pos}")
     if full[B] != nnz:
-        raise ValueError(f"table {k}: the last of B+1 offsets must equal the number of "
-                         f"indices {nnz}, got {full[B]}")
+        raise ValueError(f"table {k}: {B + 1} offsets for a batch of {B} samples are read "
+                         f"as B+1 bag boundaries, whose last must equal the number of "
+                         f"indices {nnz}, got {full[B]}; if they are the starts of {B + 1} "
+                         f"bags, the dense features hold {B} rows: the batch sizes differ")
     if status == BAD_INDEX:
         raise ValueError(f"table {k}: index {idx[pos]} at position {pos} is out of range "
                          f"[0, {num_rows})")
@@ -85,6 +87,8 @@ def _bags(k, idx, off, B, num_rows):
 
 def _labels(labels, B, dtype, binary):
     y = np.asarray(labels)
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"labels must be numbers (0/1 or in [0, 1]), got dtype {y.dtype}")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.shape != (B,):

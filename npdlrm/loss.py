@@ -65,8 +65,32 @@ def compute_loss(kind, z, y, weights=None, count=None):
     raise ValueError(f"loss must be 'bce', 'wbce' or 'mse', got {kind!r}")
 
 
-def check_loss(loss):
-    """Raise FloatingPointError for a non-finite loss (before any parameter changes)."""
-    if not np.isfinite(loss):
-        raise FloatingPointError(f"the loss is {loss}: refusing the step, no parameter "
-                                 f"was changed (lower the learning rate?)")
+HUGE = 1e30  # a parameter this large means an update has blown up
+
+
+def check_loss(loss, parameters=None):
+    """Raise FloatingPointError for a non-finite loss (before any parameter changes).
+
+    parameters: None, or a callable giving {name: array}, looked at only then: the
+    message says when they already hold non-finite or huge values (an earlier step's
+    update blew up: a finite loss does not mean a finite update)."""
+    if np.isfinite(loss):
+        return
+    message = f"the loss is {loss}: refusing the step, no parameter was changed"
+    arrays = {} if parameters is None else {n: a for n, a in parameters().items() if a.size}
+    bad = {n: int(np.count_nonzero(~np.isfinite(a))) for n, a in arrays.items()}
+    bad = {n: c for n, c in bad.items() if c}
+    largest = max(((float(np.abs(a).max()), n) for n, a in arrays.items()
+                   if n not in bad), default=(0.0, None))
+    advice = ("written by an earlier step whose update blew up: lower the learning rate "
+              "and resume from a checkpoint")
+    if bad:
+        shown = ", ".join(f"{c:,} in {n}" for n, c in list(bad.items())[:3])
+        message += (f"; the parameters already hold non-finite values ({shown}"
+                    f"{', ...' if len(bad) > 3 else ''}), {advice}")
+    elif largest[0] > HUGE:
+        message += (f"; the parameters already hold huge values (up to {largest[0]:.3g} in "
+                    f"{largest[1]}), {advice}")
+    else:
+        message += " (lower the learning rate?)"
+    raise FloatingPointError(message)

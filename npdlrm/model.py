@@ -112,7 +112,7 @@ class DLRM:
         T = self.interaction_input(batch.size)
         self.lookup(batch, T)
         loss, dz = self.loss(self.dense_forward(batch.dense, T, keep=True), batch.labels)
-        check_loss(loss)
+        check_loss(loss, self.state_dict)
         return loss, self.dense_backward(dz)
 
     def probabilities(self, logits):
