@@ -3,8 +3,9 @@
 A line is ``buf[starts[i]:ends[i]]`` without its '\\n' (a trailing '\\r' is dropped
 here). Each line gets a status code; on a malformed line ``bad_field`` names the
 0-based field (0 = label, 1..13 = integers, 14..39 = categoricals), or holds the
-field count when the count is wrong. Missing fields parse as 0. The values of a
-malformed line are unspecified.
+field count when the count is wrong. Missing (empty) integer and categorical fields
+parse as 0; the label must be '0' or '1', never empty. The values of a malformed line
+are unspecified.
 """
 import numpy as np
 from numba import prange
@@ -17,7 +18,7 @@ NUM_CAT = 26
 
 OK = 0
 FIELD_COUNT = 1    # bad_field holds the number of fields found
-BAD_LABEL = 2      # not '', '0' or '1'
+BAD_LABEL = 2      # not '0' or '1' (an empty label is malformed)
 BAD_INT = 3        # not an optional '-' followed by decimal digits
 INT_RANGE = 4      # digits that do not fit int64
 BAD_HEX = 5        # a character that is not a hex digit
@@ -107,7 +108,7 @@ def _parse_line(i, labels, ints, cats_t, status, bad_field, buf, s, e):
             q += 1
         if f == 0:
             n = q - p
-            if n == 0 or (n == 1 and buf[p] == 48):
+            if n == 1 and buf[p] == 48:
                 labels[i] = 0
             elif n == 1 and buf[p] == 49:
                 labels[i] = 1

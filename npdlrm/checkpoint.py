@@ -13,13 +13,13 @@ import datetime
 import json
 import os
 
-import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_write
+from .atomic import atomic_h5, check_interrupt, h5_size, partial_path
 from .checkpoint_format import DENSE_STATE_KEYS, FORMAT, FORMAT_VERSION, SHARDED
-from .checkpoint_reader import Piece, StoredCheckpoint, sparse_state_kind
+from .checkpoint_reader import (CHECKSUM_ATTR, Piece, StoredCheckpoint, array_crc32,
+                                sparse_state_kind)
 from .config import DLRMConfig
 from .model import DLRM
 
@@ -56,16 +56,14 @@ def _to_json(value, what):
 
 
 def _write_array(group, name, array):
-    """One dataset written straight from `array` (no copy for a contiguous array)."""
+    """One dataset written straight from `array` (no copy for a contiguous array), with
+    the CRC-32 of its bytes in attribute CHECKSUM_ATTR (a load verifies it). A SIGINT /
+    SIGTERM deferred during the save (npdlrm.atomic) is acted on first."""
+    check_interrupt()
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    group.create_dataset(name, data=array)
-
-
-def partial_path(path, tag):
-    """The temporary file a save of `path` writes first: `.{name}.partial-{tag}` beside it."""
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.partial-{tag}")
+    ds = group.create_dataset(name, data=array)
+    ds.attrs[CHECKSUM_ATTR] = np.int64(array_crc32(array))
 
 
 def write_header(f, config_json, state_json, sharded=False):
@@ -174,8 +172,17 @@ def save_checkpoint(path, model, optimizer=None, train_state=None):
     config_json, state_json = check_save_args(model, optimizer, train_state)
     check_folder(path)
     tmp = partial_path(path, os.getpid())
-    with atomic_write(path, tmp), h5py.File(tmp, "w") as f:
+    with atomic_h5(path, save_size(model, optimizer, config_json, state_json), tmp) as f:
         _write(f, model, optimizer, config_json, state_json)
+
+
+def save_size(model, optimizer, *jsons):
+    """The bytes a checkpoint file of `model` (and `optimizer`'s state) needs, about."""
+    arrays = list(model.state_dict().values())
+    if optimizer is not None:
+        arrays += list(model.optimizer_state().values())
+    return h5_size(sum(a.nbytes for a in arrays) + sum(len(j) for j in jsons),
+                   len(arrays) + len(jsons))
 
 
 # ---- reading and loading ---------------------------------------------------------
@@ -192,7 +199,7 @@ def read_checkpoint_info(path):
         return stored.info
 
 
-def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True):
+def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True, verify=True):
     """Load the checkpoint at `path` (either layout); returns a Checkpoint.
 
     model: load into it (same architecture, else ValueError naming the first difference),
@@ -201,11 +208,14 @@ def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True):
     rate and schedule), or None for a new Optimizer built from the stored hyper-parameters
     (None if none was saved). with_optimizer=False skips the optimizer state (inference):
     the model is left with none. Nothing changes unless every check passes.
+    verify: the checks include a pass over every tensor to be read (its CRC-32, finite
+    values); verify=False skips it (huge files) and refuses non-finite values only after
+    reading them into the model.
     """
     with open_checkpoint(path) as stored:
         config = DLRMConfig.from_dict(stored.config)
         if model is None:
             model = DLRM(config, init="none")
-        optimizer = stored.check(model, optimizer, with_optimizer)
-        stored.load(model, optimizer)
+        optimizer = stored.check(model, optimizer, with_optimizer, verify)
+        stored.load(model, optimizer, verify)
     return Checkpoint(model, optimizer, stored.info["train_state"], config, stored.path)

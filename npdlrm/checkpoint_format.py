@@ -32,6 +32,11 @@ beside it (names: npdlrm/parallel/checkpoint.py):
               /<group>/state           its optimizer state: (r1-r0, c1-c0) adagrad, (r1-r0,)
                                        rwsadagrad (absent when none)
 
+Every tensor dataset of either layout carries an attribute `crc32` (zlib.crc32 of its
+bytes); a load verifies it, and refuses non-finite values, before anything changes
+(`verify=False`, `--no-verify`: skip the checksum pass). Files written before the
+checksums load without that check.
+
 The pieces of a table tile it exactly once (a replicated table is stored once). Either
 layout loads into a whole model or into the shards of a distributed one: each target
 reads, with hyperslab reads, its overlap with every stored piece.

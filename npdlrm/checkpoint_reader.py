@@ -2,11 +2,20 @@
 StoredCheckpoint indexes where every tensor and table piece lies, checks everything a
 load into a model (whole, or the local part of a distributed one) will read before
 anything changes, then reads each target's overlap with every stored piece.
+
+Checksums: the writers (`checkpoint.py`) give every tensor dataset an attribute
+CHECKSUM_ATTR, the CRC-32 (zlib) of its C-order bytes. A load verifies, by default, in a
+separate pass before anything changes, the CRC-32 of every dataset it will read and that
+every value is finite (`verify_tensors`); verify=False (`--no-verify`) skips that pass
+(huge checkpoints: it reads them twice) and checks only that what was read is finite,
+after reading it. Files written before checksums existed have no attribute: their
+tensors are checked for finite values only.
 """
 import itertools
 import json
 import os
 import re
+import zlib
 from typing import NamedTuple, Optional, Tuple
 
 import h5py
@@ -16,15 +25,78 @@ from .checkpoint_format import DENSE_STATE_KEYS, FORMAT, FORMAT_VERSION, SHARDED
 from .optimizers import Optimizer
 
 
+CHECKSUM_ATTR = "crc32"  # on every tensor dataset: zlib.crc32 of its C-order bytes
+VERIFY_BLOCK_BYTES = 64 << 20  # the verification pass reads this much at a time
+
+
+def array_crc32(array, crc=0):
+    """zlib.crc32 of `array`'s C-order bytes, continuing from `crc`."""
+    a = np.ascontiguousarray(array).reshape(-1)
+    return zlib.crc32(a.view(np.uint8), crc)
+
+
+def short_error(e):
+    """The first line of an exception's text (HDF5's run over several), at most 200 chars."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _nonfinite(a):
+    """How many values of array `a` are NaN or infinite (0 for non-float dtypes)."""
+    if a.dtype.kind not in "fc" or np.isfinite(a).all():
+        return 0
+    return int(a.size - np.count_nonzero(np.isfinite(a)))
+
+
+def _refuse_nonfinite(bad, size, what, where, after=False):
+    if bad:
+        tail = (" (--no-verify: found after reading it into the model, which now holds it)"
+                if after else "")
+        raise ValueError(f"{where}: {what} holds {bad:,} non-finite values (NaN or inf) of "
+                         f"{size:,}: refusing to load it{tail}")
+
+
+def verify_dataset(ds, what, where):
+    """Read dataset `ds` in blocks: its CRC-32 must match the stored one (when the file has
+    one) and every value must be finite; else ValueError naming `where` and `what`."""
+    stored = ds.attrs.get(CHECKSUM_ATTR)
+    fname = ds.file.filename
+    crc, bad = 0, 0
+    try:
+        if ds.ndim == 0:
+            block = np.asarray(ds[()])
+            crc, bad = array_crc32(block), _nonfinite(block)
+        elif ds.size:
+            row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+            step = max(1, VERIFY_BLOCK_BYTES // max(row_bytes, 1))
+            buf = np.empty((min(step, ds.shape[0]),) + ds.shape[1:], ds.dtype)
+            for r0 in range(0, ds.shape[0], step):
+                n = min(step, ds.shape[0] - r0)
+                block = buf[:n]
+                ds.read_direct(block, np.s_[r0:r0 + n], np.s_[0:n])
+                crc = array_crc32(block, crc)
+                bad += _nonfinite(block)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read {what} (dataset {ds.name} in {fname}): "
+                         f"{short_error(e)}") from None
+    if stored is not None and int(stored) != crc:
+        raise ValueError(f"{where}: {what} (dataset {ds.name} in {fname}) fails its CRC-32 "
+                         f"checksum (stored {int(stored):08x}, read {crc:08x}): the file is "
+                         f"corrupted")
+    _refuse_nonfinite(bad, ds.size, what, where)
+
+
 # ---- reading and checking -------------------------------------------------------
 def _open(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory, not a checkpoint file")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise ValueError(f"{path}: not an HDF5 file ({e})") from None
+        raise ValueError(f"{path}: not an HDF5 file ({short_error(e)})") from None
     fmt = f.attrs.get("format")
     version = f.attrs.get("format_version")
     if fmt != FORMAT:
@@ -38,7 +110,23 @@ def _open(path):
 
 
 def _json(f, key):
-    return json.loads(f[key].asstr()[()])
+    """Dataset `key` of h5py file `f`, a JSON string, decoded; ValueError naming both."""
+    if key not in f:
+        raise ValueError(f"{f.filename}: dataset {key} is missing")
+    try:
+        return json.loads(f[key].asstr()[()])
+    except (ValueError, TypeError, OSError) as e:
+        raise ValueError(f"{f.filename}: dataset {key} is not valid JSON "
+                         f"({short_error(e)})") from None
+
+
+def _json_attr(obj, key):
+    """Attribute `key` of h5py object `obj`, a JSON string, decoded; ValueError naming it."""
+    try:
+        return json.loads(obj.attrs[key])
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{obj.file.filename}: attribute {key} of {obj.name} is missing or "
+                         f"not valid JSON ({short_error(e)})") from None
 
 
 def _check_params(stored, own, path):
@@ -244,7 +332,7 @@ class StoredCheckpoint:
                                "plan": _json(f, "plan"), "token": str(f.attrs["token"])}
         if "optimizer" in f:
             g = f["optimizer"]
-            info["optimizer"] = json.loads(g.attrs["hyper_parameters"])
+            info["optimizer"] = _json_attr(g, "hyper_parameters")
             info["step_count"] = int(g.attrs["step_count"])
         return info
 
@@ -275,9 +363,11 @@ class StoredCheckpoint:
         return f[key]
 
     # ---- checks -------------------------------------------------------------------
-    def check(self, model, optimizer=None, with_optimizer=True):
+    def check(self, model, optimizer=None, with_optimizer=True, verify=True):
         """Every check of a load into `model`; nothing changes. Returns the optimizer to
-        restore: the given one, a new one from the stored hyper-parameters, or None."""
+        restore: the given one, a new one from the stored hyper-parameters, or None.
+        verify: also read every tensor the load will read, checking its CRC-32 and that
+        its values are finite (`verify_tensors`)."""
         path, stored_hyper = self.path, self.info["optimizer"]
         _check_params(self.tensors, _model_tensors(model), path)
         _check_config(self.config, model, path)
@@ -290,7 +380,38 @@ class StoredCheckpoint:
         self._check_pieces(model)
         if optimizer is not None:
             self._check_optimizer_state(model)
+        if verify:
+            self.verify_tensors(model, optimizer)
         return optimizer
+
+    def verify_tensors(self, model, optimizer=None):
+        """The verification pass (after the shape checks): every dataset a load into
+        `model` (with `optimizer`: its state too) will read, read whole, once, must match
+        its stored CRC-32 and hold only finite values; ValueError naming the tensor."""
+        seen, path = set(), self.path
+
+        def one(ds, what):
+            if (ds.file.filename, ds.name) not in seen:
+                seen.add((ds.file.filename, ds.name))
+                verify_dataset(ds, what, path)
+
+        params = self.dense["params"]
+        for name in model.params.names:
+            one(params[name], f"tensor {name}")
+        for t in model.embeddings.tables:
+            for p, _, _ in self._reads(t):
+                one(self.file(p.file)[p.weight], _describe_piece(p, "weight", self.shard_files))
+        if optimizer is None:
+            return
+        for key, ds in self._dense_state().items():
+            one(ds, _describe_state(f"dense.{key}"))
+        kind = self._table_kind(len(model.config.table_sizes))
+        if kind in (None, "sgd"):
+            return
+        for t in model.embeddings.tables:
+            for p, _, _ in self._reads(t, by_rows=kind == "rwsadagrad"):
+                one(self.file(p.file)[p.state],
+                    _describe_piece(p, f"{kind} state", self.shard_files))
 
     def _check_pieces(self, model):
         """Shape and dtype of every stored piece of a table that `model` will read."""
@@ -308,9 +429,9 @@ class StoredCheckpoint:
         """The tables' stored optimizer state kind, after checking how it is recorded."""
         g, path = self.root["optimizer"], self.path
         if self.sharded:
-            kind = json.loads(g.attrs["state_kind"])
+            kind = _json_attr(g, "state_kind")
         else:
-            kinds = json.loads(g["tables"].attrs["state_kinds"])
+            kinds = _json_attr(g["tables"], "state_kinds")
             kind = sparse_state_kind(kinds, path)
             if len(kinds) != num_tables:
                 raise ValueError(f"{path}: optimizer state for {len(kinds)} tables, the model "
@@ -345,9 +466,10 @@ class StoredCheckpoint:
                 _check_array(self._dataset(p, p.state, what), shape, t.weight.dtype, what, path)
 
     # ---- reading ------------------------------------------------------------------
-    def load(self, model, optimizer):
+    def load(self, model, optimizer, verify=True):
         """Read the parameters, and with an optimizer its state and step count, into
-        `model` (after `check`)."""
+        `model` (after `check`). verify=False (the check skipped its verification pass):
+        refuse non-finite values after reading them."""
         params = self.dense["params"]
         for name in model.params.names:
             _read_into(params[name], model.params.views[name])
@@ -356,6 +478,8 @@ class StoredCheckpoint:
                 self.file(p.file)[p.weight].read_direct(t.weight, src, dst)
         model.load_optimizer_state(None)  # free the old state before reading the new
         if optimizer is None:
+            if not verify:
+                _check_loaded(model, self.path)
             return
         kind = self._table_kind(len(model.config.table_sizes))
         state = {f"dense.{key}": ds[()] for key, ds in self._dense_state().items()}
@@ -368,8 +492,31 @@ class StoredCheckpoint:
                 self.file(p.file)[p.state].read_direct(a, src, dst)
             state[f"embeddings.{i}.{kind}"] = a
         model.load_optimizer_state(state, kind, copy=False)
+        if not verify:
+            _check_loaded(model, self.path)
         optimizer.step_count = self.info["step_count"]
         optimizer.bind(model)
+
+
+def _describe_piece(p, part, files):
+    """'tensor embeddings.3.weight', 'adagrad state of table 3 rows [0, 5) ... in <file>'."""
+    if p.file is None:
+        return f"tensor embeddings.{p.table}.weight" if part == "weight" else \
+            f"{part} of table {p.table}"
+    return f"{part} of {p.describe(files)}"
+
+
+def _check_loaded(model, path):
+    """After an unverified load: refuse non-finite values in what `model` now holds."""
+    arrays = [(f"tensor {name}", model.params.views[name]) for name in model.params.names]
+    arrays += [(f"dense optimizer state {k}", np.asarray(v))
+               for k, v in model.params.state.items()]
+    for t in model.embeddings.tables:
+        arrays.append((f"tensor embeddings.{t.table_id}.weight", t.weight))
+        if t.state is not None:
+            arrays.append((f"{t.state_kind} state of table {t.table_id}", t.state))
+    for what, a in arrays:
+        _refuse_nonfinite(_nonfinite(a), a.size, what, path, after=True)
 
 
 def _read_into(ds, target):

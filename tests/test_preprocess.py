@@ -311,11 +311,9 @@ def test_bad_arguments(tmp_path):
 def test_empty_input_and_int64_tables(tmp_path):
     raw = tmp_path / "empty.txt"
     raw.write_bytes(b"")
-    rep = preprocess_criteo(raw, tmp_path / "e.h5")
-    assert rep.rows == 0 and rep.table_sizes == (0,) * 26
-    with open_processed(tmp_path / "e.h5") as data:
-        d, s, y = data.read(0, 0)
-        assert d.shape == (0, 13) and len(s) == 26 and y.shape == (0,)
+    with pytest.raises(ValueError, match="holds no rows"):  # issue 9: refused, not 0 rows
+        preprocess_criteo(raw, tmp_path / "e.h5")
+    assert not (tmp_path / "e.h5").exists()
     lines = make_lines(np.random.default_rng(5), 4)
     raw = write_raw(tmp_path / "t.txt", lines)
     rep = preprocess_criteo(raw, tmp_path / "big.h5", encoding="hash", max_ind_range=2**31)

@@ -1,7 +1,11 @@
 """The `npdlrm` command: train, preprocess, predict, plot."""
 import argparse
+import contextlib
 import importlib
+import logging
+import signal
 import sys
+import threading
 
 COMMANDS = {
     "train": "train a DLRM (the reference dlrm_s_pytorch.py's flags)",
@@ -43,17 +47,48 @@ def main(argv=None):
         args = parser.parse_args(argv)
         module, name = args._module, args.command
     try:
-        return module.run(args)
+        with _clean_stops(name):
+            return module.run(args)
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
         print(f"npdlrm {name}: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as e:  # a full disk: one line (npdlrm.atomic)
+        from ..atomic import disk_full_message, is_disk_full
+        if not is_disk_full(e):
+            raise
+        print(f"npdlrm {name}: error: {disk_full_message(e)}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
         print(f"npdlrm {name}: stopped: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"npdlrm {name}: interrupted (checkpoints already written are complete)",
+    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM (atomic.Terminated): 143
+        from ..atomic import Terminated
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"npdlrm {name}: {what} (checkpoints already written are complete)",
               file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
+
+
+@contextlib.contextmanager
+def _clean_stops(name):
+    """While a command runs: SIGTERM raises npdlrm.atomic.Terminated (a KeyboardInterrupt:
+    the run stops like on Ctrl-C, exit 143; a write in progress is abandoned and its
+    temporary file removed), and the warnings of npdlrm.atomic (e.g. leftovers of killed
+    runs removed) print as one line `npdlrm <cmd>: <warning>` on stderr."""
+    from ..atomic import raise_terminated
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"npdlrm {name}: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("npdlrm")
+    logger.addHandler(handler)
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, raise_terminated) if main else None
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
 
 
 def _fresh(sub):

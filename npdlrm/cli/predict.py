@@ -1,9 +1,7 @@
 """`npdlrm predict`: click probabilities of a processed data file from a checkpoint."""
-import os
-
 import numpy as np
 
-from ..atomic import atomic_write
+from ..atomic import atomic_h5, atomic_write, h5_size
 from ..checkpoint import load_checkpoint
 
 
@@ -16,24 +14,36 @@ def add_arguments(p):
                    help="rows to predict (default all)")
     p.add_argument("--test-mini-batch-size", type=int, default=16384,
                    help="rows per forward pass (default 16384)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the pass that checks every tensor's CRC-32 and finite values "
+                        "before loading the checkpoint (it reads it twice; non-finite values "
+                        "are still refused, after reading)")
     p.add_argument("-o", "--output", required=True,
                    help="output file: .npy (float32 array), .h5 (dataset 'probability' "
                         "beside 'label'), or text (one probability per line)")
 
 
+TEXT_BYTES_PER_ROW = 16  # "%.8g" and a newline: at most 15 bytes for a probability
+
+
 def _write(path, probs, labels):
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.partial")
-    with atomic_write(path, tmp):
-        if path.endswith(".npy"):
-            with open(tmp, "wb") as f:
+    """The output file, atomically (npdlrm.atomic): its space is reserved before a byte is
+    written, and a full disk raises DiskFullError with the previous file untouched."""
+    if path.endswith((".h5", ".hdf5")):
+        size = h5_size(probs.nbytes + np.asarray(labels).nbytes, 2)
+        with atomic_h5(path, size) as f:
+            f.create_dataset("probability", data=probs)
+            f.create_dataset("label", data=labels)
+        return
+    npy = path.endswith(".npy")
+    size = probs.nbytes + 4096 if npy else TEXT_BYTES_PER_ROW * probs.size + 4096
+    with atomic_write(path, size=size) as pending:
+        with open(pending.tmp, "wb") as f:  # a failed write or close raises here
+            pending.reserve()
+            if npy:
                 np.save(f, probs)
-        elif path.endswith((".h5", ".hdf5")):
-            import h5py
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("probability", data=probs)
-                f.create_dataset("label", data=labels)
-        else:
-            np.savetxt(tmp, probs, fmt="%.8g")
+            else:
+                np.savetxt(f, probs, fmt="%.8g")
 
 
 def run(args, say=print):
@@ -45,7 +55,8 @@ def run(args, say=print):
     if args.test_mini_batch_size <= 0:
         raise ValueError(f"--test-mini-batch-size must be positive, got "
                          f"{args.test_mini_batch_size}")
-    model = load_checkpoint(args.load_model, with_optimizer=False).model
+    model = load_checkpoint(args.load_model, with_optimizer=False,
+                            verify=not args.no_verify).model
     with open_processed(args.processed_data_file) as data:
         if tuple(data.table_sizes) != tuple(model.config.table_sizes):
             raise ValueError(f"{args.processed_data_file} has table sizes "

@@ -81,4 +81,6 @@ def run(args, err=None) -> int:
     print(f"malformed rows skipped: {report.malformed_rows:,}", file=err)
     for example in report.malformed_examples:
         print(f"  {example}", file=err)
+    for warning in report.warnings:
+        print(f"npdlrm preprocess: warning: {warning} (--strict refuses it)", file=err)
     return 0

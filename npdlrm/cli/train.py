@@ -58,6 +58,8 @@ def dataset_loaders(args, say):
                                    max_ind_range=args.max_ind_range, strict=args.strict)
         say(f"Preprocessed {report.rows:,} rows, {report.malformed_rows:,} malformed rows "
             f"skipped")
+        for warning in report.warnings:
+            say(f"warning: {warning}")
     data = open_processed(path)
     done = data.preprocessing.get("max_ind_range", -1)
     if args.max_ind_range != done and args.max_ind_range > 0:
@@ -121,9 +123,9 @@ class LocalSetup:
     def build(self, args, table_sizes, init=None):
         return build_model(args, table_sizes, init)
 
-    def load(self, path, model, optimizer, with_optimizer):
+    def load(self, path, model, optimizer, with_optimizer, verify=True):
         return load_checkpoint(path, model=model, optimizer=optimizer,
-                               with_optimizer=with_optimizer)
+                               with_optimizer=with_optimizer, verify=verify)
 
     save = staticmethod(save_checkpoint)
 
@@ -181,10 +183,11 @@ def _run(args, reporter, log, setup):
     run_info = {name: getattr(args, name) for name in POSITION_SETTINGS}
     state = TrainState()
     if args.load_model:
+        verify = not args.no_verify  # the checksum pass over every tensor read
         if args.inference_only:
-            ckpt = setup.load(args.load_model, model, None, False)
+            ckpt = setup.load(args.load_model, model, None, False, verify)
         else:
-            ckpt = setup.load(args.load_model, model, optimizer, True)
+            ckpt = setup.load(args.load_model, model, optimizer, True, verify)
         if not args.inference_only:
             check_resume(ckpt.train_state.get("run", {}), args)
             state = TrainState.from_dict(ckpt.train_state)

@@ -187,6 +187,10 @@ def build_parser(parser=None):
                         "position in the data)")
     o.add_argument("--inference-only", action="store_true",
                    help="with --load-model: only evaluate the loaded model on the test split")
+    o.add_argument("--no-verify", action="store_true",
+                   help="with --load-model: skip the pass that checks every tensor's CRC-32 "
+                        "and finite values before loading (it reads the checkpoint twice; "
+                        "non-finite values are still refused, after reading)")
     g = p.add_argument_group(
         "distributed runs (mpirun -n N python mpi_launch/train.py <these flags>)")
     g.add_argument("--sharding", default="auto", metavar="PLAN",

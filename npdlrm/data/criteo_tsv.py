@@ -1,11 +1,15 @@
 """Streaming reader of raw Criteo TSV files (plain or gzip), block by block.
 
-A line holds 40 tab-separated fields: label (0/1), 13 integers, 26 categoricals in
-hex; an empty field is missing and reads as 0. Malformed lines are counted and
-skipped (or raise `MalformedRowError` when strict), each named by file and 1-based
-line number. `parse_line_python` is the slow, obvious reference of the fast parser.
+A line holds 40 tab-separated fields: label (0 or 1, never empty), 13 integers, 26
+categoricals in hex; an empty integer or categorical field is missing and reads as 0.
+Malformed lines are counted and skipped (or raise `MalformedRowError` when strict),
+each named by file and 1-based line number. A gzip file that ends before its
+end-of-stream marker (truncated) raises `TruncatedFileError` when strict; otherwise
+its complete lines are kept, the cut last line is dropped and the last block says so
+in `truncated`. `parse_line_python` is the slow, obvious reference of the fast parser.
 """
 import gzip
+import zlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,6 +34,39 @@ class MalformedRowError(ValueError):
     def __init__(self, path, line, reason):
         super().__init__(f"{path}:{line}: malformed row: {reason}")
         self.path, self.line, self.reason = str(path), int(line), reason
+
+
+class TruncatedFileError(ValueError):
+    """A gzip raw file that ends early: `path`, complete `lines` read, `data_bytes`
+    (uncompressed bytes of those lines), `file_bytes` (size of the file)."""
+
+    def __init__(self, path, lines, data_bytes, file_bytes, cut_line):
+        msg = (f"{path}: truncated gzip file: its {file_bytes:,} bytes end before the "
+               f"end-of-stream marker, after {lines:,} complete lines ({data_bytes:,} "
+               f"uncompressed bytes)")
+        if cut_line:
+            msg += f"; line {lines + 1:,} is cut short"
+        super().__init__(msg)
+        self.path, self.lines = str(path), int(lines)
+        self.data_bytes, self.file_bytes = int(data_bytes), int(file_bytes)
+
+
+class EmptyRawFileError(ValueError):
+    """A raw file with no valid row: empty, truncated before its first line, or
+    entirely malformed (when `require_rows`)."""
+
+    def __init__(self, path, message):
+        super().__init__(message)
+        self.path = str(path)
+
+
+class CorruptFileError(ValueError):
+    """A gzip raw file whose compressed data is damaged (not merely cut short)."""
+
+    def __init__(self, path, position, error):
+        super().__init__(f"{path}: corrupt gzip data near compressed byte {position:,} "
+                         f"({error}); the file is damaged: download or copy it again")
+        self.path = str(path)
 
 
 @dataclass
@@ -57,6 +94,7 @@ class TsvBlock:
     malformed: List[MalformedRow] = field(default_factory=list)
     bytes_done: int = 0
     bytes_total: int = 0
+    truncated: str = ""  # on the last block of a truncated gzip file: what was read
 
 
 def describe(code, bad_field, text):
@@ -65,7 +103,7 @@ def describe(code, bad_field, text):
         return f"{bad_field} tab-separated fields, expected {kp.NUM_FIELDS}"
     shown = repr(text[:40].decode("utf-8", "replace")) + ("..." if len(text) > 40 else "")
     if bad_field == 0:
-        return f"field 1 (label) is {shown}, expected 0, 1 or empty"
+        return f"field 1 (label) is {shown}, expected 0 or 1"
     if bad_field <= NUM_INT:
         name = f"field {bad_field + 1} (integer I{bad_field})"
         if code == kp.INT_RANGE:
@@ -84,9 +122,9 @@ def parse_line_python(line):
     fields = line.split(b"\t")
     if len(fields) != kp.NUM_FIELDS:
         return kp.FIELD_COUNT, len(fields), 0, (), ()
-    if fields[0] not in (b"", b"0", b"1"):
+    if fields[0] not in (b"0", b"1"):
         return kp.BAD_LABEL, 0, 0, (), ()
-    label = int(fields[0] or b"0")
+    label = int(fields[0])
     ints = []
     for f in range(1, NUM_INT + 1):
         text = fields[f]
@@ -119,23 +157,50 @@ def open_raw(path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
+def _read_block(f, size):
+    """(up to `size` bytes of f, truncated): truncated when a gzip stream ends early.
+
+    read1 calls the decompressor once each, so nothing decoded before the end is lost.
+    """
+    parts, n = [], 0
+    try:
+        while n < size:
+            chunk = f.read1(size - n)
+            if not chunk:
+                break
+            parts.append(chunk)
+            n += len(chunk)
+    except EOFError:
+        return b"".join(parts), True
+    return b"".join(parts), False
+
+
 def iter_line_blocks(path, block_bytes=BLOCK_BYTES):
     """Yield (buf, starts, ends, bytes_done, bytes_total) of complete lines.
 
     buf: (nbytes,) uint8; starts/ends: (n,) int64 line bounds without '\\n'. A final
-    line without '\\n' is kept; an empty last line of the file is dropped.
+    line without '\\n' is kept; an empty last line of the file is dropped. A truncated
+    gzip file yields its complete lines, drops the cut last line, then raises
+    `TruncatedFileError`.
     """
     if block_bytes < 1:
         raise ValueError(f"block_bytes must be >= 1, got {block_bytes}")
     total = os.path.getsize(path)
+    lines_done, bytes_done = 0, 0
     with open_raw(path) as f:
         carry = b""
-        eof = False
+        eof = truncated = False
         while not eof:
-            chunk = f.read(block_bytes)
-            eof = not chunk
+            try:
+                chunk, truncated = _read_block(f, block_bytes)
+            except (zlib.error, gzip.BadGzipFile) as e:
+                raise CorruptFileError(path, _compressed_position(f, total), e) from None
+            eof = truncated or not chunk
             data = carry + chunk
-            cut = len(data) if eof else data.rfind(b"\n") + 1
+            if truncated:  # only lines ended by '\n' are complete
+                cut = data.rfind(b"\n") + 1
+            else:
+                cut = len(data) if eof else data.rfind(b"\n") + 1
             if not eof and data[_line_start(data, cut):cut] in (b"\n", b"\r\n"):
                 cut = _line_start(data, cut)  # maybe the empty last line: decide at EOF
             if cut == 0:
@@ -148,10 +213,13 @@ def iter_line_blocks(path, block_bytes=BLOCK_BYTES):
             ends = np.concatenate([newlines, [cut]]).astype(np.int64)
             if starts[-1] == cut:  # nothing after the last '\n'
                 starts, ends = starts[:-1], ends[:-1]
-            if eof and len(starts) and _is_empty(buf, starts[-1], ends[-1]):
+            if eof and not truncated and len(starts) and _is_empty(buf, starts[-1], ends[-1]):
                 starts, ends = starts[:-1], ends[:-1]
             done = _compressed_position(f, total)
+            lines_done, bytes_done = lines_done + len(starts), bytes_done + cut
             yield buf, starts, ends, (total if eof else done), total
+        if truncated:
+            raise TruncatedFileError(path, lines_done, bytes_done, total, len(carry) > 0)
 
 
 def _line_start(data, cut):
@@ -171,10 +239,29 @@ def _compressed_position(f, total):
 
 
 def read_criteo_tsv(path, block_bytes=BLOCK_BYTES, strict=False,
-                    max_examples=MAX_EXAMPLES) -> Iterator[TsvBlock]:
-    """Yield the parsed valid rows of `path`, one `TsvBlock` per block of bytes."""
-    line_base = 0
-    for buf, starts, ends, done, total in iter_line_blocks(path, block_bytes):
+                    max_examples=MAX_EXAMPLES, require_rows=False) -> Iterator[TsvBlock]:
+    """Yield the parsed valid rows of `path`, one `TsvBlock` per block of bytes.
+
+    A truncated gzip file raises `TruncatedFileError` when strict, else ends with an
+    empty block whose `truncated` says where the file ended. With `require_rows`, a
+    file that gives no valid row raises `EmptyRawFileError` once read.
+    """
+    line_base, kept, n_bad, first_bad = 0, 0, 0, None
+    blocks = iter_line_blocks(path, block_bytes)
+    while True:
+        try:
+            buf, starts, ends, done, total = next(blocks)
+        except StopIteration:
+            break
+        except TruncatedFileError as e:
+            if strict:
+                raise
+            if require_rows and kept == 0:
+                _refuse_no_rows(path, n_bad, first_bad, str(e))
+            yield TsvBlock(np.zeros(0, np.int8), np.zeros((0, NUM_INT), np.int64),
+                           np.zeros((0, NUM_CAT), np.uint64), 0, [], e.file_bytes,
+                           e.file_bytes, str(e))
+            return
         n = len(starts)
         labels = np.empty(n, dtype=np.int8)
         ints = np.zeros((n, NUM_INT), dtype=np.int64)
@@ -184,16 +271,36 @@ def read_criteo_tsv(path, block_bytes=BLOCK_BYTES, strict=False,
         kp.parse_criteo_lines(labels, ints, cats_t, status, bad, buf, starts, ends)
         bad_rows = np.flatnonzero(status != kp.OK)
         examples = []
-        for i in bad_rows[:max_examples]:
+        for k, i in enumerate(bad_rows[:max(max_examples, 1)]):
             line = buf[starts[i]:ends[i]].tobytes()
             text = b"" if status[i] == kp.FIELD_COUNT else field_text(line, bad[i])
             row = MalformedRow(str(path), line_base + int(i) + 1,
                                describe(int(status[i]), int(bad[i]), text))
             if strict:
                 raise MalformedRowError(row.path, row.line, row.reason)
-            examples.append(row)
+            first_bad = first_bad or row
+            if k < max_examples:
+                examples.append(row)
         line_base += n
+        n_bad += len(bad_rows)
+        kept += n - len(bad_rows)
         if len(bad_rows):
             keep = status == kp.OK
             labels, ints, cats_t = labels[keep], ints[keep], cats_t[:, keep]
         yield TsvBlock(labels, ints, cats_t.T, len(bad_rows), examples, done, total)
+    if require_rows and kept == 0:
+        _refuse_no_rows(path, n_bad, first_bad, "")
+
+
+def _refuse_no_rows(path, n_bad, first_bad, truncated):
+    """Raise `EmptyRawFileError`: `path` gave no valid row."""
+    if n_bad:
+        msg = (f"raw data file {path}: all {n_bad:,} rows are malformed, no row to keep; "
+               f"the first: {first_bad}")
+        if truncated:
+            msg += f" (and {truncated})"
+    elif truncated:
+        msg = f"{truncated}: no complete row to keep"
+    else:
+        msg = f"raw data file {path} holds no rows (it is empty)"
+    raise EmptyRawFileError(path, msg)

@@ -6,6 +6,12 @@ is empty, the datasets `dense` (n, 13) float32, `labels` (n,) float32 and
 `sparse/0..25` (n,) int32 (int64 for a table over 2**31-1 rows). Otherwise the file
 is a manifest and the rows live in the part files it names, concatenated in order.
 Every file is written under a temporary name and renamed when complete.
+
+The datasets are chunked (`chunk_rows` rows) with HDF5's Fletcher-32 filter: every
+chunk read is checked as it is read (no extra pass; h5py cannot skip it), and a chunk
+failing its checksum raises ValueError naming the file and dataset. Files written before
+the filter was added have none and load unchecked. Opening checks that every dataset
+holds the same number of rows.
 """
 import contextlib
 import json
@@ -73,13 +79,15 @@ class RowWriter:
         self.chunk_rows = int(chunk_rows)
         self.rows = 0
         c, z = self.chunk_rows, compression
+        # every chunk carries a Fletcher-32 checksum that HDF5 checks on each read
         self._dense = f.create_dataset("dense", (0, NUM_DENSE), np.float32, chunks=(c, NUM_DENSE),
-                                       maxshape=(None, NUM_DENSE), compression=z)
+                                       maxshape=(None, NUM_DENSE), compression=z,
+                                       fletcher32=True)
         self._labels = f.create_dataset("labels", (0,), np.float32, chunks=(c,),
-                                        maxshape=(None,), compression=z)
+                                        maxshape=(None,), compression=z, fletcher32=True)
         grp = f.create_group("sparse")
         self._sparse = [grp.create_dataset(str(k), (0,), sparse_dtype(n), chunks=(c,),
-                                           maxshape=(None,), compression=z)
+                                           maxshape=(None,), compression=z, fletcher32=True)
                         for k, n in enumerate(table_sizes)]
         self._pending = []
         self._pending_rows = 0
@@ -169,6 +177,8 @@ class ProcessedData:
                 self._files.append(h5py.File(p, "r"))
             self._sets = [(f["dense"], [f["sparse"][str(k)] for k in range(len(self.table_sizes))],
                            f["labels"]) for f in self._files]
+            for dense, sparse, labels in self._sets:
+                _check_lengths(dense, sparse, labels, self.num_dense)
             self._bounds = np.concatenate(
                 [[0], np.cumsum([s[2].shape[0] for s in self._sets])]).astype(np.int64)
         except KeyError as e:
@@ -201,11 +211,11 @@ class ProcessedData:
             hi = min(stop, int(self._bounds[i + 1])) - int(self._bounds[i])
             if hi <= lo:
                 continue
-            dense.append(dense_set[lo:hi])
-            labels.append(label_set[lo:hi])
+            dense.append(_read_rows(dense_set, lo, hi))
+            labels.append(_read_rows(label_set, lo, hi))
             for k, ds in enumerate(sparse_sets):
                 if k in wanted:
-                    sparse[k].append(ds[lo:hi].astype(np.int64))
+                    sparse[k].append(_read_rows(ds, lo, hi).astype(np.int64))
         if not labels:
             return (np.zeros((0, self.num_dense), np.float32),
                     [np.zeros(0, np.int64) if k in wanted else None
@@ -225,6 +235,32 @@ class ProcessedData:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_lengths(dense, sparse, labels, num_dense):
+    """Refuse a file whose datasets disagree on the number of rows (or dense width)."""
+    path = dense.file.filename
+    if dense.ndim != 2 or dense.shape[1] != num_dense:
+        raise ValueError(f"{path}: dataset dense has shape {dense.shape}, expected "
+                         f"(rows, {num_dense}): the file is damaged")
+    n = labels.shape[0]
+    for ds in [dense, *sparse]:
+        if ds.shape[0] != n:
+            raise ValueError(f"{path}: dataset {ds.name.lstrip('/')} has {ds.shape[0]:,} rows, "
+                             f"labels {n:,}: the file is damaged (truncated or mixed)")
+
+
+def _read_rows(ds, lo, hi):
+    """ds[lo:hi]; a failed read (a chunk failing its Fletcher-32 checksum, an I/O error)
+    raises ValueError naming the file and the dataset."""
+    try:
+        return ds[lo:hi]
+    except OSError as e:
+        text = (str(e).strip().splitlines() or ["read failed"])[0]
+        why = ("a chunk fails its Fletcher-32 checksum: the file is corrupted"
+               if "filter" in text else "the file is damaged or unreadable")
+        raise ValueError(f"{ds.file.filename}: cannot read rows [{lo}, {hi}) of dataset "
+                         f"{ds.name.lstrip('/')}: {why} ({text})") from None
 
 
 def open_processed(path):

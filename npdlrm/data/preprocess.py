@@ -15,6 +15,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from ..atomic import atomic_h5, check_interrupt, grow_reservation, h5_size
 from . import h5data
 from .criteo_dict import DictionaryBuilder, load_dictionary
 from .criteo_tsv import BLOCK_BYTES, MAX_EXAMPLES, NUM_CAT, read_criteo_tsv
@@ -23,7 +24,7 @@ from .splits import equal_days
 DATASETS = ("kaggle", "terabyte")
 ENCODINGS = ("dict", "hash")
 DEFAULT_DAYS = {"kaggle": 7, "terabyte": 24}
-_RESULT_KEYS = ("malformed_rows", "malformed_examples", "dictionary_sha256")
+_RESULT_KEYS = ("malformed_rows", "malformed_examples", "dictionary_sha256", "warnings")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class PreprocessReport:
     dictionary_reused: bool = False
     parts_reused: int = 0
     part_paths: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)  # e.g. a truncated .gz, rows kept
 
     @property
     def resumed(self):
@@ -125,7 +127,7 @@ def _build_dictionary(files, max_ind_range, threshold, strict, block_bytes, prog
     builder = DictionaryBuilder(NUM_CAT)
     prog = _Progress(progress, "dictionary", sum(os.path.getsize(p) for p in files))
     for path in files:
-        for block in read_criteo_tsv(path, block_bytes, strict):
+        for block in read_criteo_tsv(path, block_bytes, strict, require_rows=True):
             builder.add(_reduce_keys(block.cats, max_ind_range))
             prog.block(block)
         prog.file_done(path)
@@ -133,18 +135,47 @@ def _build_dictionary(files, max_ind_range, threshold, strict, block_bytes, prog
 
 
 def _write_rows(f, path, table_sizes, mapper, chunk_rows, strict, block_bytes, prog):
-    """Write the valid rows of raw file `path` into h5py.File f; (rows, malformed, examples)."""
+    """Write the valid rows of raw file `path` into h5py.File f.
+
+    Returns (rows, malformed, examples, warnings); a raw file with no valid row raises.
+    """
     writer = h5data.RowWriter(f, table_sizes, chunk_rows)
-    malformed, examples = 0, []
-    for block in read_criteo_tsv(path, block_bytes, strict):
+    reserve = _space_for_rows(f, table_sizes)
+    malformed, examples, warnings, kept = 0, [], [], 0
+    for block in read_criteo_tsv(path, block_bytes, strict, require_rows=True):
+        reserve(len(block.labels))
         writer.append(dense_from_ints(block.ints), mapper(block.cats),
                       block.labels.astype(np.float32))
         malformed += block.n_malformed
+        kept += len(block.labels)
         examples.extend(str(m) for m in block.malformed[:MAX_EXAMPLES - len(examples)])
+        if block.truncated:
+            warnings.append(f"{block.truncated}; kept the {kept:,} valid rows read before it")
         prog.block(block)
     writer.close()
     prog.file_done(path)
-    return writer.rows, malformed, examples
+    return writer.rows, malformed, examples, warnings
+
+
+def _space_for_rows(f, table_sizes):
+    """reserve(n): hold the disk space of n more rows for the file f (opened by _atomic_h5)
+    before they are written, and act on a SIGINT / SIGTERM deferred meanwhile."""
+    row_bytes = 4 * (h5data.NUM_DENSE + 1) + sum(
+        np.dtype(h5data.sparse_dtype(n)).itemsize for n in table_sizes)
+    rows = [0]
+
+    def reserve(n):
+        check_interrupt()
+        rows[0] += n
+        grow_reservation(f, h5_size(rows[0] * row_bytes, 3 + len(table_sizes)))
+    return reserve
+
+
+def _atomic_h5(path):
+    """h5data.atomic_h5 (same temporary name) with the space reserved as rows come
+    (`_space_for_rows`): a full disk raises DiskFullError, the previous file untouched."""
+    return atomic_h5(path, h5_size(0, 0), tmp=h5data.partial_path(path),
+                     rdcc_nbytes=h5data.CHUNK_CACHE_BYTES)
 
 
 def preprocess_criteo(raw, out, dataset="kaggle", encoding="dict", max_ind_range=-1,
@@ -207,18 +238,18 @@ def preprocess_criteo(raw, out, dataset="kaggle", encoding="dict", max_ind_range
     prog = _Progress(progress, "write", sum(os.path.getsize(p) for p in files))
     common = dict(dataset=dataset, chunk_rows=chunk_rows)
     if dataset == "kaggle":
-        with h5data.atomic_h5(out) as f:
-            rows, bad, examples = _write_rows(f, files[0], table_sizes, mapper, chunk_rows,
-                                              strict, block_bytes, prog)
+        with _atomic_h5(out) as f:
+            rows, bad, examples, warns = _write_rows(f, files[0], table_sizes, mapper,
+                                                     chunk_rows, strict, block_bytes, prog)
             day_rows = equal_days(rows, days)
             pre = dict(out_options, dictionary_sha256=sha, malformed_rows=bad,
-                       malformed_examples=examples)
+                       malformed_examples=examples, warnings=warns)
             h5data.write_root_attrs(f, table_sizes=table_sizes, day_rows=day_rows, parts=[],
                                     preprocessing=pre, **common)
         return PreprocessReport(out, rows, bad, examples, tuple(table_sizes), tuple(day_rows),
-                                dictionary_reused=dict_reused)
+                                dictionary_reused=dict_reused, warnings=warns)
 
-    day_rows, bad_total, all_examples, names, reused = [], 0, [], [], 0
+    day_rows, bad_total, all_examples, names, reused, all_warns = [], 0, [], [], 0, []
     for day, src in enumerate(files):
         name = f"{stem}_day_{day}.h5"
         part = os.path.join(folder, name)
@@ -231,28 +262,32 @@ def preprocess_criteo(raw, out, dataset="kaggle", encoding="dict", max_ind_range
             rows = int(attrs["num_rows"])
             bad = int(attrs["preprocessing"]["malformed_rows"])
             examples = attrs["preprocessing"]["malformed_examples"]
+            warns = list(attrs["preprocessing"].get("warnings", []))
             prog.file_done(src)
             reused += 1
         else:
-            with h5data.atomic_h5(part) as f:
-                rows, bad, examples = _write_rows(f, src, table_sizes, mapper, chunk_rows,
-                                                  strict, block_bytes, prog)
-                pre = dict(part_opts, malformed_rows=bad, malformed_examples=examples)
+            with _atomic_h5(part) as f:
+                rows, bad, examples, warns = _write_rows(f, src, table_sizes, mapper,
+                                                         chunk_rows, strict, block_bytes, prog)
+                pre = dict(part_opts, malformed_rows=bad, malformed_examples=examples,
+                           warnings=warns)
                 h5data.write_root_attrs(f, table_sizes=table_sizes, day_rows=[rows], parts=[],
                                         preprocessing=pre, **common)
                 f.attrs["day"] = np.int64(day)
         day_rows.append(rows)
         bad_total += bad
         all_examples.extend(examples[:MAX_EXAMPLES - len(all_examples)])
+        all_warns.extend(warns)
         names.append(name)
-    with h5data.atomic_h5(out) as f:
+    with _atomic_h5(out) as f:
         pre = dict(out_options, dictionary_sha256=sha, malformed_rows=bad_total,
-                   malformed_examples=all_examples)
+                   malformed_examples=all_examples, warnings=all_warns)
         h5data.write_root_attrs(f, table_sizes=table_sizes, day_rows=day_rows, parts=names,
                                 preprocessing=pre, **common)
     return PreprocessReport(out, sum(day_rows), bad_total, all_examples, tuple(table_sizes),
                             tuple(day_rows), dictionary_reused=dict_reused, parts_reused=reused,
-                            part_paths=[os.path.join(folder, n) for n in names])
+                            part_paths=[os.path.join(folder, n) for n in names],
+                            warnings=all_warns)
 
 
 def _part_sha(path):
@@ -279,4 +314,5 @@ def _report_existing(out) -> PreprocessReport:
                             list(pre["malformed_examples"]),
                             tuple(int(n) for n in a["table_sizes"]),
                             tuple(int(n) for n in a["day_rows"]), skipped=True,
-                            part_paths=[os.path.join(folder, n) for n in a["parts"]])
+                            part_paths=[os.path.join(folder, n) for n in a["parts"]],
+                            warnings=list(pre.get("warnings", [])))

@@ -29,7 +29,7 @@ from typing import List, NamedTuple
 
 import h5py
 
-from ..atomic import atomic_write, fsync_path
+from ..atomic import atomic_h5, fsync_path, h5_size, reserved_h5
 from .agree import agree, attempt
 from ..checkpoint import (Checkpoint, check_folder, check_save_args, open_checkpoint,
                           partial_path, sparse_state_kind, write_dense, write_manifest,
@@ -93,14 +93,27 @@ def _stored_tables(model):
 
 
 def _write_shard(file, model, optimizer):
-    """This rank's shard file, fsynced; returns the manifest entries of its pieces."""
-    with h5py.File(file, "w") as f:
+    """This rank's shard file, fsynced; returns the manifest entries of its pieces. Its
+    space is reserved first (a full disk: DiskFullError, the file left to the caller)."""
+    with reserved_h5(file, _shard_size(model, optimizer)) as f:
         if model.rank == 0:
             write_dense(f, model.local, optimizer)
         entries = [write_piece(f, t, optimizer is not None, model.rank)
                    for t in _stored_tables(model)]
     fsync_path(file)
     return entries
+
+
+def _shard_size(model, optimizer):
+    """The bytes this rank's shard file needs, about."""
+    arrays = [t.weight for t in _stored_tables(model)]
+    if optimizer is not None:
+        arrays += [t.state for t in _stored_tables(model) if t.state is not None]
+    if model.rank == 0:
+        arrays += [model.local.params.views[n] for n in model.local.params.names]
+        if optimizer is not None:
+            arrays += list(model.local.params.state.values())
+    return h5_size(sum(a.nbytes for a in arrays), len(arrays))
 
 
 def _remove(file):
@@ -143,7 +156,8 @@ def _commit(path, token, shard_files, pieces, model, optimizer, jsons, state_kin
         fsync_path(folder, directory=True)
     previous = _previous_token(path)
     tmp = partial_path(path, token)
-    with atomic_write(path, tmp), h5py.File(tmp, "w") as f:
+    size = h5_size(sum(len(j) for j in jsons) + 200 * (len(pieces) + len(shard_files)), 8)
+    with atomic_h5(path, size, tmp) as f:
         write_manifest(f, *jsons, token, model.plan.to_dict(), shard_files, pieces,
                        optimizer, state_kind)
     return SaveResult(path, shard_files, *_remove_stale(path, token, previous))
@@ -188,21 +202,22 @@ def save_sharded(path, model, optimizer=None, train_state=None):
 
 
 # ---- loading -----------------------------------------------------------------------
-def load_sharded(path, model, optimizer=None, with_optimizer=True):
+def load_sharded(path, model, optimizer=None, with_optimizer=True, verify=True):
     """Load the checkpoint at `path` (sharded on any number of ranks, or single-file)
     into DistributedDLRM `model`, whatever its plan; collective over model.comm.
 
-    optimizer and with_optimizer as in `npdlrm.checkpoint.load_checkpoint`. Every rank
-    checks what it will read before anything changes; if some rank refuses, every rank
-    raises. Returns a Checkpoint whose model is `model`."""
+    optimizer, with_optimizer and verify as in `npdlrm.checkpoint.load_checkpoint`. Every
+    rank checks what it will read (verify: its checksums and finite values too) before
+    anything changes; if some rank refuses, every rank raises. Returns a Checkpoint whose
+    model is `model`."""
     comm = model.comm
     stored, error = attempt(lambda: open_checkpoint(path))
     try:
         if error is None:
             optimizer, error = attempt(
-                lambda: stored.check(model.local, optimizer, with_optimizer))
+                lambda: stored.check(model.local, optimizer, with_optimizer, verify))
         agree(comm, error)
-        _, error = attempt(lambda: stored.load(model.local, optimizer))
+        _, error = attempt(lambda: stored.load(model.local, optimizer, verify))
     finally:
         if stored is not None:
             stored.close()

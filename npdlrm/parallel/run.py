@@ -55,9 +55,9 @@ class DistributedSetup(LocalSetup):
                                alltoall_dtype=args.alltoall_dtype,
                                check_every=args.check_replicas)
 
-    def load(self, path, model, optimizer, with_optimizer):
+    def load(self, path, model, optimizer, with_optimizer, verify=True):
         from .checkpoint import load_sharded
-        return load_sharded(path, model, optimizer, with_optimizer)
+        return load_sharded(path, model, optimizer, with_optimizer, verify)
 
     @staticmethod
     def save(path, model, optimizer=None, train_state=None):
