@@ -3,8 +3,8 @@
 The public API: save_checkpoint, load_checkpoint, read_checkpoint_info, open_checkpoint
 and Checkpoint (what a load gives back), and the writers of the file layout
 (`checkpoint_format.py`, which also describes it) that `save_checkpoint` and
-`npdlrm.parallel.checkpoint.save_sharded` use. Reads and checks of a stored checkpoint
-are in `checkpoint_reader.py` (StoredCheckpoint).
+`npdlrm.parallel.checkpoint.save_sharded` use. Reads of a stored checkpoint are in
+`checkpoint_reader.py` (StoredCheckpoint), its checks in `checkpoint_checks.py`.
 
 A save writes `partial_path(path, tag)` beside the target, fsyncs it, renames it onto the
 target and fsyncs the folder. A load checks everything before it changes anything.
@@ -16,12 +16,14 @@ import os
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_h5, check_interrupt, h5_size, partial_path
+from .atomic import atomic_h5, partial_path
 from .checkpoint_format import DENSE_STATE_KEYS, FORMAT, FORMAT_VERSION, SHARDED
-from .checkpoint_reader import (CHECKSUM_ATTR, Piece, StoredCheckpoint, array_crc32,
-                                sparse_state_kind)
+from .checkpoint_checks import CHECKSUM_ATTR, array_crc32, sparse_state_kind
+from .checkpoint_reader import Piece, StoredCheckpoint
 from .config import DLRMConfig
+from .diskspace import h5_size
 from .model import DLRM
+from .signals import check_interrupt
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SHARDED", "DENSE_STATE_KEYS", "Checkpoint",
            "partial_path", "write_header", "write_optimizer_group", "write_optimizer_state",

@@ -1,6 +1,7 @@
 """The checkpoint file format: its name and version, the root attributes, the dense
 optimizer state keys, and the layout that `checkpoint.py` (single-file saves and the
-writers) and `checkpoint_reader.py` (reads and checks of either layout) share.
+writers), `checkpoint_reader.py` (reads of either layout) and `checkpoint_checks.py`
+(checksums, finite values, checks against a model) share.
 
 File layout (format "npdlrm-checkpoint", version 1):
 

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from npdlrm import atomic
+from npdlrm import atomic, diskspace
 from npdlrm import checkpoint as ckpt_mod
 from npdlrm.checkpoint import load_checkpoint, save_checkpoint
 from npdlrm.cli import main
@@ -244,12 +244,12 @@ def test_reservation_refused_raises_disk_full(saved, monkeypatch, how):
     else:
         def refuse(fd, mode, offset, length):
             raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-        real_free = atomic.free_bytes
-        monkeypatch.setattr(atomic, "free_bytes",
+        real_free = diskspace.free_bytes
+        monkeypatch.setattr(diskspace, "free_bytes",
                             lambda folder: 0 if checks.append(1) or len(checks) > 1
                             else real_free(folder))
     checks = []
-    monkeypatch.setattr(atomic, "_fallocate", refuse)
+    monkeypatch.setattr(diskspace, "_fallocate", refuse)
     with pytest.raises(atomic.DiskFullError) as info:
         save_checkpoint(ck, model.model, model.optimizer, {"which": "new"})
     e = info.value

@@ -52,8 +52,8 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
         print(f"npdlrm {name}: error: {e}", file=sys.stderr)
         return 2
-    except (OSError, RuntimeError) as e:  # a full disk: one line (npdlrm.atomic)
-        from ..atomic import disk_full_message, is_disk_full
+    except (OSError, RuntimeError) as e:  # a full disk: one line (npdlrm.diskspace)
+        from ..diskspace import disk_full_message, is_disk_full
         if not is_disk_full(e):
             raise
         print(f"npdlrm {name}: error: {disk_full_message(e)}", file=sys.stderr)
@@ -61,8 +61,8 @@ def main(argv=None):
     except FloatingPointError as e:
         print(f"npdlrm {name}: stopped: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM (atomic.Terminated): 143
-        from ..atomic import Terminated
+    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM (signals.Terminated): 143
+        from ..signals import Terminated
         what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(f"npdlrm {name}: {what} (checkpoints already written are complete)",
               file=sys.stderr)
@@ -71,11 +71,11 @@ def main(argv=None):
 
 @contextlib.contextmanager
 def _clean_stops(name):
-    """While a command runs: SIGTERM raises npdlrm.atomic.Terminated (a KeyboardInterrupt:
+    """While a command runs: SIGTERM raises npdlrm.signals.Terminated (a KeyboardInterrupt:
     the run stops like on Ctrl-C, exit 143; a write in progress is abandoned and its
     temporary file removed), and the warnings of npdlrm.atomic (e.g. leftovers of killed
     runs removed) print as one line `npdlrm <cmd>: <warning>` on stderr."""
-    from ..atomic import raise_terminated
+    from ..signals import raise_terminated
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"npdlrm {name}: %(message)s"))
     handler.setLevel(logging.WARNING)

@@ -1,8 +1,9 @@
 """`npdlrm predict`: click probabilities of a processed data file from a checkpoint."""
 import numpy as np
 
-from ..atomic import atomic_h5, atomic_write, h5_size
+from ..atomic import atomic_h5, atomic_write
 from ..checkpoint import load_checkpoint
+from ..diskspace import h5_size
 
 
 def add_arguments(p):

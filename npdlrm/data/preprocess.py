@@ -15,7 +15,9 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..atomic import atomic_h5, check_interrupt, grow_reservation, h5_size
+from ..atomic import atomic_h5, grow_reservation
+from ..diskspace import h5_size
+from ..signals import check_interrupt
 from . import h5data
 from .criteo_dict import DictionaryBuilder, load_dictionary
 from .criteo_tsv import BLOCK_BYTES, MAX_EXAMPLES, NUM_CAT, read_criteo_tsv

@@ -2,7 +2,7 @@
 
 The file layout (a manifest and one shard file per rank) is described in
 `npdlrm/checkpoint_format.py`, written by `npdlrm/checkpoint.py` and read by
-`npdlrm/checkpoint_reader.py`; this module runs the collective protocol around them.
+`npdlrm/checkpoint_reader.py` (checked by `npdlrm/checkpoint_checks.py`); this module runs the collective protocol around them.
 
 A save, on every rank of model.comm:
 1. every rank writes the pieces it holds (its table shards, their optimizer state; rank 0
@@ -29,7 +29,8 @@ from typing import List, NamedTuple
 
 import h5py
 
-from ..atomic import atomic_h5, fsync_path, h5_size, reserved_h5
+from ..atomic import atomic_h5, fsync_path, reserved_h5
+from ..diskspace import h5_size
 from .agree import agree, attempt
 from ..checkpoint import (Checkpoint, check_folder, check_save_args, open_checkpoint,
                           partial_path, sparse_state_kind, write_dense, write_manifest,
