@@ -38,6 +38,7 @@ class DLRM:
         self.interaction = make_interaction(config.interaction, config.num_features,
                                             config.embedding_dim, config.self_interaction)
         self.ws = Workspace(dtype)
+        self.profile = None  # a profile.StageTimes: per-stage times of train_step
         D = config.embedding_dim
         tables = [((v, D), self.embeddings.shards_of(k))
                   for k, v in enumerate(config.table_sizes)]
@@ -78,11 +79,16 @@ class DLRM:
 
     def top_forward(self, T, keep=True):
         """T: (B, F, D) -> logits (B,) through the interaction and the top MLP."""
-        return self.top.forward(self.interaction.forward(T, keep), keep)[:, 0]
+        R = self.interaction.forward(T, keep)
+        self._lap("interaction forward")
+        logits = self.top.forward(R, keep)[:, 0]
+        self._lap("top MLP forward")
+        return logits
 
     def dense_forward(self, dense, T, keep=True):
         """dense: (B, n); T: (B, F, D) with its tables filled; returns logits (B,)."""
         self.bottom_forward(dense, T, keep)
+        self._lap("bottom MLP forward")
         return self.top_forward(T, keep)
 
     def loss(self, logits, labels, count=None):
@@ -98,21 +104,31 @@ class DLRM:
     def dense_backward(self, dlogits):
         """dlogits: (B,); adds the MLP grads into self.params.grad; returns dT: (B, F, D)."""
         dR = self.top.backward(dlogits.reshape(-1, 1))
+        self._lap("top MLP backward")
         dT = self.interaction.backward(dR)
+        self._lap("interaction backward")
         self.bottom.backward(dT[:, 0, :], need_dx=False)
+        self._lap("bottom MLP backward")
         return dT
 
     def sparse_update(self, optimizer, lr, dT, batch):
         """Fused backward + sparse optimizer of every table; dT: (B, F, D)."""
         self.embeddings.update(optimizer.sparse, lr, optimizer.eps, dT[:, 1:, :], batch)
 
+    def _lap(self, stage):
+        if self.profile is not None:
+            self.profile.lap(stage)
+
     def _forward_backward(self, batch):
         """Returns (loss, dT) with the dense grads in self.params.grad."""
         self.params.zero_grad()
         T = self.interaction_input(batch.size)
         self.lookup(batch, T)
-        loss, dz = self.loss(self.dense_forward(batch.dense, T, keep=True), batch.labels)
+        self._lap("embedding lookup")
+        logits = self.dense_forward(batch.dense, T, keep=True)
+        loss, dz = self.loss(logits, batch.labels)
         check_loss(loss, self.state_dict)
+        self._lap("loss")
         return loss, self.dense_backward(dz)
 
     def probabilities(self, logits):
@@ -144,13 +160,20 @@ class DLRM:
 
         A refused batch (ValueError) or a non-finite loss (FloatingPointError) changes nothing.
         """
+        if self.profile is not None:
+            self.profile.start()
         batch = self.check_batch(dense, indices, offsets, labels, per_sample_weights, True)
         optimizer.bind(self)
         lr = optimizer.lr
+        self._lap("batch check")
         loss, dT = self._forward_backward(batch)
         optimizer.step_dense(self.params, lr)
+        self._lap("dense optimizer")
         self.sparse_update(optimizer, lr, dT, batch)
+        self._lap("embedding update")
         optimizer.finish_step()
+        if self.profile is not None:
+            self.profile.end()
         return loss
 
     # ---- optimizer state --------------------------------------------------------

@@ -7,6 +7,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import DLRMConfig, parse_dashed
 from ..model import DLRM
 from ..optimizers import Optimizer
+from ..profile import StageTimes
 from ..trainer import Reporter, Trainer, TrainState, evaluate
 from .report import ConsoleReporter, JsonlLog, format_eval
 from .train_flags import build_parser, parse_train_args
@@ -206,6 +207,9 @@ def _run(args, reporter, log, setup):
                       test_freq=args.test_freq, round_targets=args.round_targets,
                       save_path=args.save_model or None, reporter=reporter, state=state,
                       run_info=run_info, save_fn=setup.save)
+    profile = None
+    if args.enable_profiling and hasattr(model, "profile"):
+        profile = model.profile = StageTimes()
     say(f"npdlrm train: {about}; {model.config.num_tables} tables, "
         f"{model.num_parameters():,} parameters{setup.describe(model)}; "
         f"{trainer.total_steps - state.step:,} steps of "
@@ -214,5 +218,7 @@ def _run(args, reporter, log, setup):
     last = trainer.fit()
     if last is not None:
         say("Final held-out evaluation: " + format_eval(last, args.print_precision))
+    if profile is not None:
+        say(profile.format())
     setup.finish(model, say)
     return 0

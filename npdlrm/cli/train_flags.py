@@ -38,7 +38,6 @@ UNSUPPORTED = {
     "--save-onnx": (False, "ONNX export"),
     "--use-gpu": (False, "the GPU (coming in a later release)"),
     "--debug-mode": (False, "the reference's debug prints"),
-    "--enable-profiling": (False, "the torch profiler"),
     "--plot-compute-graph": (False, "compute-graph plots"),
     "--tensor-board-filename": ("run_kaggle_pt", "TensorBoard (npdlrm writes a JSONL log: "
                                                   "--log-file)"),
@@ -50,7 +49,7 @@ UNSUPPORTED = {
     "--mlperf-grad-accum-iter": (1, "gradient accumulation"),
 }
 STORE_TRUE = {"--md-flag", "--md-round-dims", "--qr-flag", "--save-onnx", "--use-gpu",
-              "--debug-mode", "--enable-profiling", "--plot-compute-graph", "--mlperf-logging",
+              "--debug-mode", "--plot-compute-graph", "--mlperf-logging",
               "--mlperf-bin-loader", "--mlperf-bin-shuffle"}
 
 
@@ -176,6 +175,10 @@ def build_parser(parser=None):
     o.add_argument("--test-mini-batch-size", type=int, default=-1,
                    help="evaluation batch size (-1: --mini-batch-size)")
     o.add_argument("--print-time", action="store_true", help="show ms per iteration")
+    o.add_argument("--enable-profiling", action="store_true",
+                   help="time every stage inside the real training step and print the table "
+                        "at the end (one process; an MPI run prints its compute / all-to-all "
+                        "/ allreduce split instead)")
     o.add_argument("--print-wall-time", action="store_true", help="show the wall-clock time")
     o.add_argument("--print-precision", type=int, default=5, help="digits of printed metrics")
     o.add_argument("--save-model", default="",
