@@ -9,7 +9,7 @@ fused updates see bitwise the same gradient rows.
 import numpy as np
 from numba import prange
 
-from ._numba import jit, pjit
+from ._numba import jit, pjit, prefetch_read, prefetch_write
 
 # Work (nnz * D) below which the serial kernels are used.
 PARALLEL_MIN_WORK = 16384
@@ -18,9 +18,15 @@ PARALLEL_MIN_WORK = 16384
 SEGMENT_CHUNK = 64
 # Bags per task in the parallel forward.
 BAG_CHUNK = 64
+# Work (nnz * D) from which the forward runs in parallel: below it (e.g. one row per bag
+# at B=2048, D=16), waking the second thread costs more than the prefetched serial loop.
+FORWARD_PARALLEL_MIN_WORK = 1 << 18
 # Stable argsort of the indices: radix sort from this length on.
 RADIX_MIN_N = 512
 RADIX_BITS = 11
+# Software prefetch distance (positions ahead) of the row loops: rows of big tables are
+# random DRAM misses, and a few dozen hinted ahead keep many misses in flight.
+PREFETCH_AHEAD = 16
 
 
 # --------------------------------------------------------------------------
@@ -35,9 +41,24 @@ def _pool_bags(out, weight, indices, offsets, psw, has_w, mean, lo, hi):
     # out: (B, D)  weight: (V, D)  indices: (nnz,)  offsets: (B + 1,)
     # psw: (nnz,) or (0,) when has_w is False
     D = weight.shape[1]
+    if hi <= lo:
+        return
+    # prefetch cursor: positions [offsets[lo], pf) of this range were hinted already;
+    # hints are kept PREFETCH_AHEAD positions (and bags, for out) ahead of the sums
+    pend = offsets[hi]
+    pf = offsets[lo]
     for b in range(lo, hi):
         s = offsets[b]
         e = offsets[b + 1]
+        tgt = min(e + PREFETCH_AHEAD, pend)
+        while pf < tgt:
+            r = indices[pf]
+            prefetch_read(weight, r, 0)
+            prefetch_read(weight, r, D - 1)
+            pf += 1
+        if b + PREFETCH_AHEAD < hi:
+            prefetch_write(out, b + PREFETCH_AHEAD, 0)
+            prefetch_write(out, b + PREFETCH_AHEAD, D - 1)
         if e == s:
             for d in range(D):
                 out[b, d] = 0
@@ -99,7 +120,7 @@ def embedding_bag_forward(out, weight, indices, offsets, per_sample_weights, mea
     B, D = out.shape
     assert weight.shape[1] == D and offsets.shape[0] == B + 1
     psw, has_w = _weights_arg(per_sample_weights, weight.dtype)
-    if indices.shape[0] * D < PARALLEL_MIN_WORK:
+    if indices.shape[0] * D < FORWARD_PARALLEL_MIN_WORK:
         _forward_serial(out, weight, indices, offsets, psw, has_w, bool(mean))
     else:
         _forward_parallel(out, weight, indices, offsets, psw, has_w, bool(mean))
@@ -217,9 +238,15 @@ def segment_grad(G, lo, hi, perm, seg, bag, coef, dout):
     """
     # G: (>= hi - lo, D)  perm: (nnz,)  seg: (U + 1,)  bag: (nnz,)  coef: (nnz,)  dout: (B, D)
     D = G.shape[1]
+    tend = seg[hi]
     for u in range(lo, hi):
         i = u - lo
         t = seg[u]
+        # hint the dout rows of the occurrences PREFETCH_AHEAD positions ahead
+        for tp in range(min(t + PREFETCH_AHEAD, tend), min(seg[u + 1] + PREFETCH_AHEAD, tend)):
+            bp = bag[perm[tp]]
+            prefetch_read(dout, bp, 0)
+            prefetch_read(dout, bp, D - 1)
         k = perm[t]
         b = bag[k]
         c = coef[k]

@@ -13,12 +13,55 @@ import math
 import numpy as np
 from numba import prange
 
-from ._numba import jit, pjit
+from ._numba import jit, jit_vec, pjit, prefetch_write
 from .embedding_bag import PARALLEL_MIN_WORK, SEGMENT_CHUNK, prepare, segment_grad
+
+# Table size (bytes of weight) from which the update may run in parallel.
+UPDATE_PARALLEL_MIN_BYTES = 16 << 20
 
 SGD = 0
 ADAGRAD = 1
 ROWWISE_ADAGRAD = 2
+
+
+@jit_vec
+def _adagrad_rows(weight, state, indices, perm, seg, G, lo, hi, lr, eps):
+    """Adagrad on unique rows lo..hi-1 with gradient rows G[0:hi-lo].
+
+    Per element, as written: ``s = state + g * g; w -= lr * (g / (sqrt(s) + eps))``.
+    Row views and NumPy's error model (no per-division branch) let the loop over d
+    vectorize; the values are the same IEEE operations. Returns True when a divisor
+    was zero (the caller raises ZeroDivisionError, as the scalar code did).
+    """
+    # weight, state: (V, D)  G: (>= hi - lo, D)
+    D = weight.shape[1]
+    zero = False
+    for u in range(lo, hi):
+        r = indices[perm[seg[u]]]
+        wr = weight[r]
+        sr = state[r]
+        gr = G[u - lo]
+        for d in range(D):
+            g = gr[d]
+            s = sr[d] + g * g
+            sr[d] = s
+            den = math.sqrt(s) + eps
+            zero |= den == 0
+            wr[d] -= lr * (g / den)
+    return zero
+
+
+@jit
+def _prefetch_rows(weight, state, opt, indices, perm, seg, lo, hi):
+    """Hint the weight (and Adagrad state) rows of unique rows lo..hi-1 for writing."""
+    D = weight.shape[1]
+    for u in range(lo, hi):
+        r = indices[perm[seg[u]]]
+        prefetch_write(weight, r, 0)
+        prefetch_write(weight, r, D - 1)
+        if opt == ADAGRAD:
+            prefetch_write(state, r, 0)
+            prefetch_write(state, r, D - 1)
 
 
 @jit
@@ -27,22 +70,26 @@ def _update_rows(weight, state, rowstate, opt, indices, perm, seg, bag, coef, do
     """Apply the update of optimizer ``opt`` to unique rows lo..hi-1."""
     # weight: (V, D)  state: (V, D) | (0, D)  rowstate: (V,) | (0,)
     # indices: (nnz,)  perm: (nnz,)  seg: (U + 1,)  bag: (nnz,)  coef: (nnz,)  dout: (B, D)
-    # G: (>= hi - lo, D) scratch for the gradient rows
+    # G: (>= hi - lo, D) C-contiguous scratch for the gradient rows
     D = weight.shape[1]
     Df = weight.dtype.type(D)
+    # hint the rows to update (random DRAM lines of big tables) before the gradient
+    # rows are summed, so that their misses overlap with each other and that work
+    _prefetch_rows(weight, state, opt, indices, perm, seg, lo, hi)
     segment_grad(G, lo, hi, perm, seg, bag, coef, dout)
+    # and those of the next chunk, while this one's are updated
+    _prefetch_rows(weight, state, opt, indices, perm, seg, hi,
+                   min(hi + (hi - lo), seg.shape[0] - 1))
+    if opt == ADAGRAD:
+        if _adagrad_rows(weight, state, indices, perm, seg, G, lo, hi, lr, eps):
+            raise ZeroDivisionError("division by zero")
+        return
     for u in range(lo, hi):
         r = indices[perm[seg[u]]]
         i = u - lo
         if opt == SGD:
             for d in range(D):
                 weight[r, d] -= lr * G[i, d]
-        elif opt == ADAGRAD:
-            for d in range(D):
-                g = G[i, d]
-                s = state[r, d] + g * g
-                state[r, d] = s
-                weight[r, d] -= lr * (g / (math.sqrt(s) + eps))
         else:
             acc = G[i, 0] * G[i, 0]
             for d in range(1, D):
@@ -95,7 +142,10 @@ def _update(opt, weight, state, rowstate, dout, indices, offsets, per_sample_wei
         state = np.empty((0, D), weight.dtype)
     if rowstate is None:
         rowstate = np.empty(0, weight.dtype)
-    kernel = _update_serial if indices.shape[0] * D < PARALLEL_MIN_WORK else _update_parallel
+    # parallel only when the rows to update are many and mostly not in cache: for a
+    # cache-resident table, waking the second thread costs more than it saves
+    big = (seg.shape[0] - 1) * D >= PARALLEL_MIN_WORK and weight.nbytes > UPDATE_PARALLEL_MIN_BYTES
+    kernel = _update_parallel if big else _update_serial
     kernel(weight, state, rowstate, opt, indices, perm, seg, bag, coef, dout,
            dt(lr), dt(eps))
 
