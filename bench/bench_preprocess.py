@@ -20,7 +20,8 @@ import numpy as np
 from npdlrm.data.criteo_tsv import parse_line_python, read_criteo_tsv
 from npdlrm.data.preprocess import preprocess_criteo
 
-SAMPLE = "/work/shared/data/criteo_sample/train_10k.txt.gz"
+SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                      "shared", "data", "criteo_sample", "train_10k.txt.gz")
 
 
 def sample_lines():

@@ -16,7 +16,7 @@ from npdlrm.data.criteo_tsv import MalformedRowError
 from npdlrm.data.h5data import open_processed
 from npdlrm.data.preprocess import preprocess_criteo
 
-SAMPLE = "/work/shared/data/criteo_sample/train_10k.txt.gz"
+from test_criteo_sample import SAMPLE  # noqa: E402 - ../shared beside the checkout
 
 
 # ---------------------------------------------------------------- data and naive rules
