@@ -1,6 +1,6 @@
 """The one wrapper around an MPI communicator (the only file that imports mpi4py).
 
-Arrays travel with buffer calls (Allreduce, Ialltoallv, Allgatherv, Gatherv); pickled
+Arrays travel with buffer calls (Allreduce, Iallreduce, Ialltoallv, Allgatherv); pickled
 calls (`*_obj`) carry small metadata only. `LocalComm` is a world of one process that
 needs no MPI at all; `world()` gives MPI's world when mpi4py is there, else a LocalComm.
 """
@@ -62,15 +62,7 @@ class Comm:
         """Every rank's `send` into `recv` at displs[r] (counts in elements)."""
         self.mpi.Allgatherv(_raw(send), [_raw(recv), (counts, displs)])
 
-    def gatherv(self, send, recv, counts, displs, root=0):
-        """Every rank's `send` into root's `recv` (None elsewhere) at displs[r]."""
-        target = [_raw(recv), (counts, displs)] if self.rank == root else None
-        self.mpi.Gatherv(_raw(send), target, root=root)
-
     # ---- metadata (pickled, small) ----------------------------------------------
-    def bcast_obj(self, obj, root=0):
-        return self.mpi.bcast(obj, root=root)
-
     def allgather_obj(self, obj):
         return self.mpi.allgather(obj)
 
@@ -117,12 +109,6 @@ class LocalComm:
 
     def allgatherv(self, send, recv, counts, displs):
         recv.reshape(-1)[displs[0]:displs[0] + counts[0]] = send.reshape(-1)
-
-    def gatherv(self, send, recv, counts, displs, root=0):
-        self.allgatherv(send, recv, counts, displs)
-
-    def bcast_obj(self, obj, root=0):
-        return obj
 
     def allgather_obj(self, obj):
         return [obj]
