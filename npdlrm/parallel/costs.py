@@ -119,12 +119,7 @@ def exchange_elements(widths, samples):
 
 def exchanged_widths(plan):
     """(W,) W_s of every rank, as `PooledExchange` lays out its send buffer."""
-    widths = np.zeros(plan.world_size, np.int64)
-    for p in plan.placements:
-        if p.exchanged:
-            for s in p.shards:
-                widths[s.rank] += s.cols[1] - s.cols[0]
-    return widths
+    return np.array(plan.exchanged_widths(), np.int64)
 
 
 def samples_per_rank(batch_size, world_size):

@@ -34,7 +34,7 @@ class PooledExchange:
         self.column_groups = column_groups or {}
         # where rank s's block (b, W_s) goes in T.reshape(b, F * D): runs of columns
         # (block lo, block hi, T lo, add?); row shards' partial sums are added
-        self.runs, self.widths = [], []
+        self.runs, self.widths = [], plan.exchanged_widths()
         for s in range(comm.size):
             runs, w = [], 0
             for k, sh, kind in plan.exchanged_of(s):
@@ -48,7 +48,6 @@ class PooledExchange:
                     runs.append((w, w + d, t0, add))
                 w += d
             self.runs.append(runs)
-            self.widths.append(w)
         self.summed = sorted({(1 + p.table) * self.D for p in plan.placements
                               if p.kind == "row"})  # T columns of row-placed tables
         self._B = None

@@ -126,6 +126,16 @@ class ShardingPlan:
         return [(p.table, s, p.kind) for p in self.placements if p.exchanged
                 for s in p.shards if s.rank == rank]
 
+    def exchanged_widths(self):
+        """[W_s] of every rank s: the summed widths (columns) of its exchanged shards,
+        the row width of its block in each all-to-all."""
+        widths = [0] * self.world_size
+        for p in self.placements:
+            if p.exchanged:
+                for s in p.shards:
+                    widths[s.rank] += s.cols[1] - s.cols[0]
+        return widths
+
     @property
     def replicated(self):
         """Tables held whole by every rank."""
