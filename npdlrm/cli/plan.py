@@ -86,6 +86,20 @@ def lookups_per_sample(args):
     return float(n) if args.num_indices_per_lookup_fixed else (n + 1) / 2
 
 
+def wire_bytes(args):
+    """Bytes per exchanged value (--alltoall-dtype)."""
+    return 2 if args.alltoall_dtype == "float16" else 4
+
+
+def plan_from_args(args, config, world_size, memory_per_rank=None):
+    """The ShardingPlan the flags give on `world_size` ranks: what `npdlrm plan` prints
+    and what the distributed `npdlrm train` uses."""
+    return make_plan(config, world_size, args.sharding, args.optimizer,
+                     batch_size=args.mini_batch_size,
+                     lookups_per_sample=lookups_per_sample(args),
+                     memory_per_rank=memory_per_rank, alltoall_bytes=wire_bytes(args))
+
+
 # ---- formatting ----------------------------------------------------------------------
 def format_table(header, rows, align=None):
     """Lines of a text table; align: 'l' or 'r' per column (default: the first column
@@ -219,10 +233,9 @@ def run(args):
         raise ValueError(f"--world-size must be positive, got {args.world_size}")
     config = model_config(args, table_sizes(args))
     L = lookups_per_sample(args)
-    wire = 2 if args.alltoall_dtype == "float16" else 4
+    wire = wire_bytes(args)
     B, W, opt = args.mini_batch_size, args.world_size, args.optimizer
-    plan = make_plan(config, W, args.sharding, opt, batch_size=B, lookups_per_sample=L,
-                     memory_per_rank=args.memory_per_rank, alltoall_bytes=wire)
+    plan = plan_from_args(args, config, W, args.memory_per_rank)
     costs = plan_costs(plan, config, B, opt, L, wire, args.link_gbps or None)
     out = [f"npdlrm plan: {config.num_tables} tables of width {config.embedding_dim} on {W} "
            f"ranks, global batch {B:,}, {L:g} lookups per sample and table, {opt}, "

@@ -6,8 +6,6 @@ draws the progress bar and writes the JSONL log.
 """
 import os
 
-import numpy as np
-
 from ..cli.train import LocalSetup, dataset_loaders, model_config, processed_path
 from .agree import agree
 from .model import TIMERS, DistributedDLRM
@@ -47,9 +45,7 @@ class DistributedSetup(LocalSetup):
         return self.agree(lambda: LocalSetup.loaders(self, args, say))
 
     def build(self, args, table_sizes, init=None):
-        bag = args.num_indices_per_lookup if args.num_indices_per_lookup_fixed else \
-            (1 + args.num_indices_per_lookup) / 2
-        config, plan = self.agree(lambda: _plan(args, table_sizes, self.comm.size, bag))
+        config, plan = self.agree(lambda: _plan(args, table_sizes, self.comm.size))
         return DistributedDLRM(config, self.comm, plan, seed=args.numpy_rand_seed,
                                init=init or args.init,
                                alltoall_dtype=args.alltoall_dtype,
@@ -87,17 +83,11 @@ class DistributedSetup(LocalSetup):
         say(f"Rank 0 ms per step: {split} (all-to-all and allreduce: time spent waiting)")
 
 
-def _plan(args, table_sizes, world_size, bag):
-    """(DLRMConfig, ShardingPlan) of the flags (--sharding: the planner's input)."""
-    from .planner import make_plan
+def _plan(args, table_sizes, world_size):
+    """(DLRMConfig, ShardingPlan) of the flags, as `npdlrm plan` shows it."""
+    from ..cli.plan import plan_from_args
     config = model_config(args, table_sizes)
-    if args.data_generation == "dataset":
-        bag = 1  # Criteo rows: one index per table
-    plan = make_plan(config, world_size, args.sharding, optimizer=args.optimizer,
-                     batch_size=args.mini_batch_size,
-                     lookups_per_sample=[bag] * len(table_sizes),
-                     alltoall_bytes=np.dtype(args.alltoall_dtype).itemsize)
-    return config, plan
+    return config, plan_from_args(args, config, world_size)
 
 
 class TimedReporter:
