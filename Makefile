@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test train bench bench-mpi clean
+.PHONY: install test train bench bench-mpi bench-inference clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,19 @@ train: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_train.py $(ARGS)
+	$(PY) bench/bench_threads.py
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_preprocess.py
 
 # the distributed step at 1, 2 and 4 ranks (mpiexec from the mpich wheel): split and bytes
 bench-mpi: $(STAMP)
 	$(PY) bench/bench_mpi.py $(ARGS)
+
+# batch scoring at 1 and 2 threads: npdlrm predict (float32, int8, int4 tables), the
+# reference's inference step (needs ../refdlrm and a torch Python, --torch-python) and
+# onnxruntime on the exported graph, each skipped with its reason when absent
+bench-inference: $(STAMP)
+	$(PY) bench/bench_inference.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,7 +15,12 @@ setup(
     install_requires=["numpy>=1.24", "numba>=0.58", "h5py>=3.8", "tqdm>=4.60"],
     # mpi: mpi4py with MPICH from PyPI, so multi-process runs need no system MPI (a site's
     # own MPI: install mpi4py built against it instead, see the README)
+    # onnx: `npdlrm export-onnx` / `train --save-onnx` (onnxruntime runs the exported graph)
     extras_require={"plot": ["matplotlib>=3.5"], "mpi": ["mpi4py>=3.1", "mpich"],
-                    "test": ["pytest>=7", "matplotlib>=3.5", "mpi4py>=3.1", "mpich"]},
+                    "onnx": ["onnx>=1.13", "onnxruntime>=1.14"],
+                    # mlperf: MLPerf log events of `train --mlperf-logging` (optional)
+                    "mlperf": ["mlperf-logging>=3"],
+                    "test": ["pytest>=7", "matplotlib>=3.5", "mpi4py>=3.1", "mpich",
+                             "onnx>=1.13", "onnxruntime>=1.14"]},
     entry_points={"console_scripts": ["npdlrm = npdlrm.cli:main"]},
 )

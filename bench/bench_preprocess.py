@@ -7,6 +7,11 @@ absent), then times, in this one run and on the same bytes:
   numba-gz      the same on the gzip file
   preprocess    `preprocess_criteo` end to end (dict encoding: two passes + HDF5 writes)
 and prints rows/s of each. Usage: .venv/bin/python bench/bench_preprocess.py [--rows N]
+
+With --raw FILE (a raw file, or a Terabyte day prefix with --days), it instead runs
+`npdlrm preprocess` on it in a child process, once per --modes entry, and prints the
+wall time, rows/s and the child's peak RSS (bench/gen_criteo.py makes such files):
+  .venv/bin/python bench/bench_preprocess.py --raw /data/train.txt --modes dict hash
 """
 import argparse
 import gzip
@@ -41,12 +46,55 @@ def timed(fn):
     return result, time.perf_counter() - t
 
 
+MODES = {"dict": [], "hash": ["--encoding", "hash", "--max-ind-range", "10000000"],
+         "dict-t2": ["--frequency-threshold", "2"]}
+
+
+def run_modes(args):
+    """`npdlrm preprocess` on args.raw once per mode, in a child: time, rows/s, peak RSS."""
+    import resource
+    import subprocess
+    import h5py
+    print(f"{'mode':<10}{'extra':<28}{'rows':>13}{'seconds':>9}{'rows/s':>11}{'peak GiB':>9}")
+    for mode in args.modes:
+        out = os.path.join(args.out_dir, f"bench_{mode}.h5")
+        extra = []
+        if args.memory_limit:
+            extra += ["--memory-limit", args.memory_limit]
+        if args.workers > 1:
+            extra += ["--workers", str(args.workers)]
+        if args.days:
+            extra += ["--data-set", "terabyte", "--days", str(args.days)]
+        cmd = [sys.executable, "-m", "npdlrm", "preprocess", "--raw-data-file", args.raw,
+               "--processed-data-file", out, "--force", *MODES[mode], *extra]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        with h5py.File(out, "r") as f:
+            rows = int(f.attrs["num_rows"])
+        # ru_maxrss of the children is the largest of any one child so far
+        shown = f"{peak / 2**20:.2f}" if peak > before else f"<={peak / 2**20:.2f}"
+        print(f"{mode:<10}{' '.join(extra):<28}{rows:>13,}{seconds:>9.1f}"
+              f"{rows / seconds:>11,.0f}{shown:>9}", flush=True)
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=400_000, help="rows of the raw file")
     p.add_argument("--python-rows", type=int, default=50_000,
                    help="rows timed with the slow Python parser (it is slow)")
+    p.add_argument("--raw", help="time `npdlrm preprocess` on this raw file (or day prefix)")
+    p.add_argument("--modes", nargs="+", default=["dict", "hash"], choices=sorted(MODES))
+    p.add_argument("--days", type=int, default=0, help="with --raw: terabyte day files")
+    p.add_argument("--memory-limit", default="", help="with --raw: e.g. 8G")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--out-dir", default=tempfile.gettempdir())
     args = p.parse_args(argv)
+    if args.raw:
+        return run_modes(args)
     base = sample_lines()
     lines = (base * (args.rows // len(base) + 1))[:args.rows]
     data = b"\n".join(lines) + b"\n"

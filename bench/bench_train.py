@@ -14,7 +14,7 @@ import time
 
 # Variables that change threading behaviour; shown in the header when inherited.
 INHERITED_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER",
-                  "OPENBLAS_CORETYPE", "KMP_BLOCKTIME")
+                  "OPENBLAS_CORETYPE", "OPENBLAS_THREAD_TIMEOUT", "KMP_BLOCKTIME")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 

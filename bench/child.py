@@ -79,10 +79,9 @@ def run(spec):
     for var in THREAD_VARS:
         if os.environ.get(var) != str(spec["threads"]):
             raise SystemExit(f"{var} is {os.environ.get(var)!r}, expected {spec['threads']}")
+    import npdlrm  # first: it sets its thread defaults before NumPy loads OpenBLAS
     import numba
     import numpy as np
-
-    import npdlrm
     from cases import CASES, LR, STAGE_LR
     from data import make_batches
     from limits import (embedding_bytes, mlp_layer_shapes, time_gemms, time_numpy_embedding,

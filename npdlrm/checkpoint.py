@@ -22,6 +22,7 @@ from .checkpoint_checks import CHECKSUM_ATTR, array_crc32, sparse_state_kind
 from .checkpoint_reader import Piece, StoredCheckpoint
 from .config import DLRMConfig
 from .diskspace import h5_size
+from .mmap_tables import sequential_access
 from .model import DLRM
 from .signals import check_interrupt
 
@@ -64,8 +65,9 @@ def _write_array(group, name, array):
     check_interrupt()
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    ds = group.create_dataset(name, data=array)
-    ds.attrs[CHECKSUM_ATTR] = np.int64(array_crc32(array))
+    with sequential_access(array):  # a memory-mapped table (mmap_tables) is read ahead
+        ds = group.create_dataset(name, data=array)
+        ds.attrs[CHECKSUM_ATTR] = np.int64(array_crc32(array))
 
 
 def write_header(f, config_json, state_json, sharded=False):

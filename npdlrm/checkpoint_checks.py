@@ -16,6 +16,8 @@ import zlib
 
 import numpy as np
 
+from .embedding_layout import stored_tables
+
 
 CHECKSUM_ATTR = "crc32"  # on every tensor dataset: zlib.crc32 of its C-order bytes
 VERIFY_BLOCK_BYTES = 64 << 20  # the verification pass reads this much at a time
@@ -34,10 +36,16 @@ def short_error(e):
 
 
 def _nonfinite(a):
-    """How many values of array `a` are NaN or infinite (0 for non-float dtypes)."""
-    if a.dtype.kind not in "fc" or np.isfinite(a).all():
+    """How many values of array `a` are NaN or infinite (0 for non-float dtypes); a big
+    array (e.g. a memory-mapped table) is scanned in blocks of rows, so the temporary
+    stays at most VERIFY_BLOCK_BYTES."""
+    if a.dtype.kind not in "fc":
         return 0
-    return int(a.size - np.count_nonzero(np.isfinite(a)))
+    if a.ndim == 0 or a.nbytes <= VERIFY_BLOCK_BYTES:
+        finite = np.isfinite(a)
+        return 0 if finite.all() else int(a.size - np.count_nonzero(finite))
+    step = max(1, VERIFY_BLOCK_BYTES // max(a.nbytes // a.shape[0], 1))
+    return sum(_nonfinite(a[r0:r0 + step]) for r0 in range(0, a.shape[0], step))
 
 
 def _refuse_nonfinite(bad, size, what, where, after=False):
@@ -98,15 +106,15 @@ def check_params(stored, own, path):
 def model_tensors(model):
     """{name: (shape, dtype)} of the whole model `model` is (a part of): tables at full size."""
     out = {name: (v.shape, v.dtype) for name, v in model.params.views.items()}
-    D = model.config.embedding_dim
-    for k, V in enumerate(model.config.table_sizes):
-        out[f"embeddings.{k}.weight"] = ((V, D), model.params.dtype)
+    for name, shape in stored_tables(model.config):  # QR, MD, learned weights included
+        out[name] = (shape, model.params.dtype)
     return out
 
 
 def check_config(stored, model, path):
     own = model.config.to_dict()
-    for key, value in own.items():
+    for key in sorted(set(own) | set(stored)):  # a field left out of one: a variant is off
+        value = own.get(key)
         if key != "extra" and stored.get(key) != value:
             raise ValueError(f"{path}: config field {key} is {stored.get(key)!r} in the "
                              f"checkpoint, {value!r} in the model")
@@ -179,7 +187,7 @@ def check_loaded(model, path):
     arrays += [(f"dense optimizer state {k}", np.asarray(v))
                for k, v in model.params.state.items()]
     for t in model.embeddings.tables:
-        arrays.append((f"tensor embeddings.{t.table_id}.weight", t.weight))
+        arrays.append((f"tensor {t.name}", t.weight))
         if t.state is not None:
             arrays.append((f"{t.state_kind} state of table {t.table_id}", t.state))
     for what, a in arrays:

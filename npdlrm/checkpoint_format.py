@@ -14,6 +14,12 @@ File layout (format "npdlrm-checkpoint", version 1):
     /optimizer/dense/<key>  model.params.state: adagrad.sum, adam.m, adam.v (P,), adam.step ()
     /optimizer/tables       attr state_kinds: JSON list, EmbeddingTable.state_kind per table
     /optimizer/tables/<k>   EmbeddingTable.state of table k: (V, D) adagrad, (V,) rwsadagrad
+                            (k: the index in model.embeddings.tables, which with the
+                            embedding variants lists every stored table in the order of
+                            embedding_layout.stored_tables: embeddings.<t>.weight_q and
+                            weight_r of a QR table, weight and pooling_weight (n, 1) of a
+                            learned-weight table; an MD table's (D, d) projection is a
+                            /params entry like the MLPs', its state in /optimizer/dense)
                             (absent when the table has no state)
 
 A sharded checkpoint (same format and version, root attr `sharded` true; written by

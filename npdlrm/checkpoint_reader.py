@@ -21,6 +21,9 @@ from .checkpoint_checks import (CHECKSUM_ATTR, array_crc32, check_array, check_c
                                 describe_state, model_tensors, overlap, short_error,
                                 sparse_state_kind, verify_dataset)
 from .checkpoint_format import DENSE_STATE_KEYS, FORMAT, FORMAT_VERSION, SHARDED
+from .config import DLRMConfig
+from .embedding_layout import stored_tables
+from .mmap_tables import sequential_access
 from .optimizers import Optimizer
 
 # CHECKSUM_ATTR, array_crc32, short_error, sparse_state_kind and verify_dataset are
@@ -150,11 +153,13 @@ class StoredCheckpoint:
         params = self.root["params"]
         self.tensors = {name: (ds.shape, ds.dtype) for name, ds in params.items()}
         self.pieces = []
+        table_of = _stored_table_index(self.config)  # name -> index in model.embeddings.tables
         for name, (shape, _) in self.tensors.items():
             m = re.fullmatch(r"embeddings\.(\d+)\.weight", name)
-            if m and len(shape) == 2:
-                self.pieces.append(Piece(int(m.group(1)), (0, shape[0]), (0, shape[1]), None,
-                                         f"params/{name}", f"optimizer/tables/{m.group(1)}"))
+            i = table_of.get(name, int(m.group(1)) if m and table_of == {} else None)
+            if i is not None and len(shape) == 2:
+                self.pieces.append(Piece(i, (0, shape[0]), (0, shape[1]), None,
+                                         f"params/{name}", f"optimizer/tables/{i}"))
 
     def _index_sharded(self):
         self.shard_files = _json(self.root, "shard_files")
@@ -256,7 +261,7 @@ class StoredCheckpoint:
             return
         for key, ds in self._dense_state().items():
             one(ds, describe_state(f"dense.{key}"))
-        kind = self._table_kind(len(model.config.table_sizes))
+        kind = self._table_kind(len(stored_tables(model.config)))
         if kind in (None, "sgd"):
             return
         for t in model.embeddings.tables:
@@ -305,7 +310,7 @@ class StoredCheckpoint:
                              f"some of {DENSE_STATE_KEYS}")
         for key, (shape, dtype) in model.optimizer_state_spec("sgd", list(dense)).items():
             check_array(dense[key[len("dense."):]], shape, dtype, describe_state(key), path)
-        kind = self._table_kind(len(model.config.table_sizes))
+        kind = self._table_kind(len(stored_tables(model.config)))
         for t in model.embeddings.tables:
             for p, _, _ in self._reads(t, by_rows=kind == "rwsadagrad"):
                 what = f"optimizer state of {p.describe(self.shard_files)} ({kind})"
@@ -325,22 +330,24 @@ class StoredCheckpoint:
         for name in model.params.names:
             _read_into(params[name], model.params.views[name])
         for t in model.embeddings.tables:
-            for p, src, dst in self._reads(t):
-                self.file(p.file)[p.weight].read_direct(t.weight, src, dst)
+            with sequential_access(t.weight, flush=True):  # a mapped working copy
+                for p, src, dst in self._reads(t):
+                    self.file(p.file)[p.weight].read_direct(t.weight, src, dst)
         model.load_optimizer_state(None)  # free the old state before reading the new
         if optimizer is None:
             if not verify:
                 check_loaded(model, self.path)
             return
-        kind = self._table_kind(len(model.config.table_sizes))
+        kind = self._table_kind(len(stored_tables(model.config)))
         state = {f"dense.{key}": ds[()] for key, ds in self._dense_state().items()}
         for i, t in enumerate(model.embeddings.tables):
             shape = t.state_shape(kind or "sgd")
             if shape is None:
                 continue
-            a = np.empty(shape, t.weight.dtype)
-            for p, src, dst in self._reads(t, by_rows=kind == "rwsadagrad"):
-                self.file(p.file)[p.state].read_direct(a, src, dst)
+            a = t.new_state(shape, dtype=t.weight.dtype)  # in RAM, or a mapped file
+            with sequential_access(a, flush=True):
+                for p, src, dst in self._reads(t, by_rows=kind == "rwsadagrad"):
+                    self.file(p.file)[p.state].read_direct(a, src, dst)
             state[f"embeddings.{i}.{kind}"] = a
         model.load_optimizer_state(state, kind, copy=False)
         if not verify:
@@ -349,10 +356,20 @@ class StoredCheckpoint:
         optimizer.bind(model)
 
 
+def _stored_table_index(config):
+    """{name: i} of the stored tables a checkpoint's config names (QR, MD and learned-weight
+    tables included: embedding_layout.stored_tables), {} when it is not a valid config."""
+    try:
+        return {name: i for i, (name, _) in
+                enumerate(stored_tables(DLRMConfig.from_dict(config)))}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
 def _describe_piece(p, part, files):
     """'tensor embeddings.3.weight', 'adagrad state of table 3 rows [0, 5) ... in <file>'."""
     if p.file is None:
-        return f"tensor embeddings.{p.table}.weight" if part == "weight" else \
+        return f"tensor {p.weight[len('params/'):]}" if part == "weight" else \
             f"{part} of table {p.table}"
     return f"{part} of {p.describe(files)}"
 

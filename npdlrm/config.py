@@ -1,12 +1,23 @@
 """Model configuration, parsed from the reference DLRM's own vocabulary."""
+import math
 from dataclasses import dataclass, field, fields
 
+import numpy as np
+
+from .activations import ACTIVATIONS
 from .kernels.interaction import num_pairs
 
 INTERACTIONS = ("dot", "cat")
 POOLINGS = ("sum", "mean")
 LOSSES = ("bce", "wbce", "mse")
 DTYPES = ("float32", "float64")
+QR_OPERATIONS = ("mult", "add", "concat")
+WEIGHTED_POOLINGS = (None, "fixed", "learned")
+# the embedding variants' fields, by the flag that turns the group on; `to_dict` leaves a
+# group out while it is off, so a plain model's dict is what it always was
+VARIANT_GROUPS = {"qr_flag": ("qr_flag", "qr_threshold", "qr_operation", "qr_collisions"),
+                  "md_flag": ("md_flag", "md_threshold", "md_temperature", "md_round_dims"),
+                  "weighted_pooling": ("weighted_pooling",)}
 
 
 def parse_dashed(text, what):
@@ -34,6 +45,11 @@ class DLRMConfig:
     table_sizes: rows of each embedding table; embedding_dim: D;
     bottom_mlp: widths including the dense input width, ending in D;
     top_mlp: widths after the interaction, ending in 1 (the logit).
+
+    Embedding variants (the reference's flags; `npdlrm.embedding_layout` has the rules):
+    qr_flag with qr_threshold, qr_operation (mult | add | concat: the pooled width, and
+    so the bottom MLP's output, is then 2D) and qr_collisions; md_flag with md_threshold,
+    md_temperature and md_round_dims; weighted_pooling None | 'fixed' | 'learned'.
     """
     table_sizes: tuple
     embedding_dim: int
@@ -46,6 +62,16 @@ class DLRMConfig:
     loss_weights: tuple = (1.0, 1.0)
     loss_threshold: float = 0.0
     dtype: str = "float32"
+    activation: str = "relu"  # of the MLP layers (activations.ACTIVATIONS)
+    qr_flag: bool = False
+    qr_threshold: int = 200
+    qr_operation: str = "mult"
+    qr_collisions: int = 4
+    md_flag: bool = False
+    md_threshold: int = 200
+    md_temperature: float = 0.3
+    md_round_dims: bool = False
+    weighted_pooling: object = None
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -60,15 +86,19 @@ class DLRMConfig:
         for name, value, allowed in (("interaction", self.interaction, INTERACTIONS),
                                      ("pooling", self.pooling, POOLINGS),
                                      ("loss", self.loss, LOSSES),
-                                     ("dtype", self.dtype, DTYPES)):
+                                     ("dtype", self.dtype, DTYPES),
+                                     ("activation", self.activation, ACTIVATIONS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if len(self.bottom_mlp) < 2:
             raise ValueError(f"bottom MLP needs an input and an output width, got {self.bottom_mlp}")
-        if self.bottom_mlp[-1] != D:
+        self._check_variants()
+        if self.bottom_mlp[-1] != self.feature_dim:
+            concat = " x 2 (--qr-operation concat pools 2D wide)" if self.feature_dim != D \
+                else ""
             raise ValueError(
                 f"bottom MLP output width {self.bottom_mlp[-1]} must equal the embedding "
-                f"dimension {D} (arch_mlp_bot ends in {self.bottom_mlp[-1]}, "
+                f"dimension {D}{concat} (arch_mlp_bot ends in {self.bottom_mlp[-1]}, "
                 f"arch_sparse_feature_size is {D})")
         if self.top_mlp[-1] != 1:
             raise ValueError(f"top MLP must end in 1 (the logit), got {self.top_mlp[-1]}")
@@ -78,6 +108,57 @@ class DLRMConfig:
                              f"{self.loss_threshold}")
         if len(self.loss_weights) != 2 or min(self.loss_weights) < 0:
             raise ValueError(f"loss_weights must be two non-negative numbers, got {self.loss_weights}")
+
+    def _check_variants(self):
+        for name in ("qr_flag", "md_flag", "md_round_dims"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        for name in ("qr_threshold", "qr_collisions", "md_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value:
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "md_temperature", float(self.md_temperature))
+        if self.qr_operation not in QR_OPERATIONS:
+            raise ValueError(f"qr_operation must be one of {QR_OPERATIONS}, got "
+                             f"{self.qr_operation!r}")
+        if self.qr_collisions < 1:
+            raise ValueError(f"qr_collisions must be at least 1, got {self.qr_collisions}")
+        if not (math.isfinite(self.md_temperature) and self.md_temperature >= 0):
+            raise ValueError(f"md_temperature must be a finite number >= 0, got "
+                             f"{self.md_temperature}")
+        if self.weighted_pooling not in WEIGHTED_POOLINGS:
+            raise ValueError(f"weighted_pooling must be one of {WEIGHTED_POOLINGS}, got "
+                             f"{self.weighted_pooling!r}")
+        if self.weighted_pooling is not None and (self.qr_flag or self.md_flag):
+            which = "quotient-remainder" if self.qr_flag else "mixed-dimension"
+            raise ValueError(f"weighted_pooling {self.weighted_pooling!r} with {which} "
+                             f"embeddings is not supported (the reference refuses it too)")
+        if self.qr_flag and self.md_flag:
+            raise ValueError("qr_flag and md_flag together are not supported: the reference "
+                             "hands its QR tables the whole list of mixed dimensions and "
+                             "cannot run it; choose one")
+        if self.qr_flag and self.qr_operation == "concat":
+            small = [n for n in self.table_sizes if n <= self.qr_threshold]
+            if small:
+                raise ValueError(
+                    f"qr_operation 'concat' needs every table above qr_threshold "
+                    f"{self.qr_threshold} (a table of {small[0]} rows is not): concat pools "
+                    f"2D wide, a plain table D wide, and the interaction needs one width "
+                    f"(the reference cannot run it either)")
+
+    @property
+    def feature_dim(self):
+        """The width of every interaction input: the bottom output and each pooled table
+        (2D with quotient-remainder concat, else D)."""
+        concat = self.qr_flag and self.qr_operation == "concat"
+        return 2 * self.embedding_dim if concat else self.embedding_dim
+
+    @property
+    def has_embedding_variants(self):
+        """Whether any table is stored other than as one plain (V, D) table."""
+        return self.qr_flag or self.md_flag or self.weighted_pooling == "learned"
 
     @property
     def num_tables(self):
@@ -94,7 +175,7 @@ class DLRMConfig:
 
     @property
     def top_input_width(self):
-        F, D = self.num_features, self.embedding_dim
+        F, D = self.num_features, self.feature_dim
         if self.interaction == "cat":
             return F * D
         return num_pairs(F, self.self_interaction) + D
@@ -105,11 +186,18 @@ class DLRMConfig:
         return (self.top_input_width,) + self.top_mlp
 
     def to_dict(self):
-        """Every field, JSON-able (tuples become lists); `from_dict` inverts it."""
+        """Every field, JSON-able (tuples become lists); `from_dict` inverts it. An
+        embedding variant's fields are left out while it is off (absent means off)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
+        for flag, group in VARIANT_GROUPS.items():
+            if not getattr(self, flag):
+                for name in group:
+                    del out[name]
+        if out["activation"] == "relu":  # the default is left out too (absent means relu)
+            del out["activation"]
         out["extra"] = dict(self.extra)
         return out
 

@@ -1,4 +1,6 @@
 """Embedding tables with sum/mean bag pooling and sparse (touched-rows) gradients."""
+from typing import NamedTuple
+
 import numpy as np
 
 from . import kernels
@@ -24,6 +26,57 @@ class SparseGrad:
         return f"SparseGrad(rows={self.rows.size} of {self.num_rows}, dim={self.values.shape[1]})"
 
 
+class SparseJob(NamedTuple):
+    """What one stored table's sparse gradient (and fused update) needs: its bags and the
+    gradient of their pooled vectors. dout: (B, D), may be strided; indices: (nnz,);
+    offsets: (B + 1,); weights: None or (nnz,); mean: bool."""
+    table: "EmbeddingTable"
+    dout: np.ndarray
+    indices: np.ndarray
+    offsets: np.ndarray
+    weights: object
+    mean: bool
+
+    def grad(self):
+        return self.table.grad(self.dout, self.indices, self.offsets, self.weights, self.mean)
+
+    def update(self, kind, lr, eps):
+        self.table.update(kind, lr, eps, self.dout, self.indices, self.offsets,
+                          self.weights, self.mean)
+
+    def detach(self):
+        """A copy that owns its arrays (a job's dout is often a view of a reused buffer)."""
+        return self._replace(dout=np.array(self.dout), indices=np.array(self.indices),
+                             offsets=np.array(self.offsets),
+                             weights=None if self.weights is None else np.array(self.weights))
+
+
+def join_jobs(windows, scale=None):
+    """One SparseJob per table from the jobs of several batches: `windows` is a list of
+    job lists in the same table order (e.g. DLRM.embedding_backward's of each batch of a
+    gradient-accumulation window). Douts are stacked (times `scale` when given), bags
+    joined with shifted offsets. A job's dout is often a view of a buffer the next batch
+    reuses: keep `job.detach()`ed jobs until they are joined. The joined job's gradient
+    is the sum of the batches' gradients."""
+    out = []
+    for jobs in zip(*windows):
+        first = jobs[0]
+        if any(j.table is not first.table or j.mean != first.mean
+               or (j.weights is None) != (first.weights is None) for j in jobs):
+            raise ValueError("join_jobs: the batches' jobs must be of the same tables, "
+                             "pooling and weighting, in the same order")
+        dout = np.concatenate([j.dout for j in jobs])
+        if scale is not None:
+            dout *= dout.dtype.type(scale)
+        shifts = np.cumsum([0] + [j.indices.shape[0] for j in jobs[:-1]])
+        offsets = np.concatenate([j.offsets[:-1] + s for j, s in zip(jobs, shifts)]
+                                 + [[sum(j.indices.shape[0] for j in jobs)]])
+        weights = None if first.weights is None else np.concatenate([j.weights for j in jobs])
+        out.append(SparseJob(first.table, dout, np.concatenate([j.indices for j in jobs]),
+                             offsets.astype(np.int64), weights, first.mean))
+    return out
+
+
 def densify(grads):
     """Dict of gradients with every SparseGrad replaced by its dense array."""
     return {k: g.to_dense() if isinstance(g, SparseGrad) else g for k, g in grads.items()}
@@ -38,8 +91,9 @@ class EmbeddingTable:
     """
 
     def __init__(self, num_rows, dim, dtype, row_start=0, col_start=0, full_shape=None,
-                 table_id=0):
+                 table_id=0, name=None):
         self.weight = np.empty((num_rows, dim), dtype=dtype)  # (V, D)
+        self.name = name or f"embeddings.{table_id}.weight"  # its state-dict name
         self.row_start, self.col_start = int(row_start), int(col_start)
         self.full_shape = tuple(int(v) for v in full_shape) if full_shape else (num_rows, dim)
         self.table_id = int(table_id)
@@ -51,6 +105,8 @@ class EmbeddingTable:
                              f"{table_id} of shape {self.full_shape}")
         self.state = None  # optimizer accumulator: (V, D) adagrad, (V,) row-wise
         self.state_kind = None
+        # makes zeroed state arrays, np.zeros's signature (mmap_tables: in a mapped file)
+        self.new_state = np.zeros
 
     @property
     def num_rows(self):
@@ -96,7 +152,8 @@ class EmbeddingTable:
         if kind not in ("sgd", "adagrad", "rwsadagrad"):
             raise ValueError(f"sparse optimizer must be sgd, adagrad or rwsadagrad, got {kind!r}")
         shape = self.state_shape(kind)
-        self.state = None if shape is None else np.zeros(shape, dtype=self.weight.dtype)
+        self.state = None  # free the old state first
+        self.state = None if shape is None else self.new_state(shape, dtype=self.weight.dtype)
         self.state_kind = kind
 
     def update(self, kind, lr, eps, dout, indices, offsets, per_sample_weights=None, mean=False):
@@ -134,6 +191,18 @@ class EmbeddingBagCollection:
     def __len__(self):
         return len(self.tables)
 
+    @property
+    def names(self):
+        """The state-dict name of each of self.tables (a shard: its index in the list)."""
+        if self.whole:
+            return [t.name for t in self.tables]
+        return [f"embeddings.{i}.weight" for i in range(len(self.tables))]
+
+    def init_targets(self):
+        """What `init.initialize` fills from the reference's stream, in its order: per
+        table, ((V, D), the shards of it held here)."""
+        return [((v, self.dim), self.shards_of(k)) for k, v in enumerate(self.table_sizes)]
+
     def shards_of(self, k):
         """The pieces of table k held here (possibly none)."""
         return [t for t in self.tables if t.table_id == k]
@@ -163,3 +232,11 @@ class EmbeddingBagCollection:
         for k, table in enumerate(self.tables):
             table.update(kind, lr, eps, dout[:, k, :], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)
+
+    def backward(self, dout, batch):
+        """dout: (B, T, D), may be a view. The tables' backward up to their sparse
+        gradients (plain tables have nothing to do); returns one SparseJob per table."""
+        self._check_whole()
+        return [SparseJob(table, dout[:, k, :], batch.indices[k], batch.offsets[k],
+                          batch.weights_of(k), self.mean)
+                for k, table in enumerate(self.tables)]

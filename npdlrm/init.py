@@ -84,3 +84,55 @@ def initialize(tables, bottom_layers, top_layers, seed, method="reference"):
                          f"initialisation when the weights are about to be loaded)")
     for weight, bias in list(bottom_layers) + list(top_layers):
         fill_linear_reference(weight, bias, rng)
+
+
+# ---- embedding variants (npdlrm.embedding_variants) -------------------------------
+# The reference draws its QR tables and MD projections from torch's generator, which
+# NumPy cannot replay: npdlrm draws them from streams of their own, so that every other
+# parameter (plain and MD tables, MLPs: the reference's NumPy stream) stays bit for bit
+# the reference's. Stream keys of SeedSequence(seed, spawn_key=(key,)):
+QR_STREAM, PROJECTION_STREAM = 1, 2
+QR_INITS = ("symmetric", "reference")
+
+
+def variant_stream(seed, key):
+    """The PCG64 Generator of stream `key` (QR_STREAM, PROJECTION_STREAM) of `seed`."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(key,))))
+
+
+def fill_uniform(weight, gen, low, high):
+    """weight: (V, D), filled with uniform(low, high) drawn in float64 in row chunks."""
+    for r0 in range(0, weight.shape[0], ROWS_PER_CHUNK):
+        r1 = min(weight.shape[0], r0 + ROWS_PER_CHUNK)
+        weight[r0:r1] = gen.uniform(low, high, size=(r1 - r0, weight.shape[1]))
+
+
+def qr_bounds(n, qr_init):
+    """(low, high) of the QR tables of an n-row table. symmetric: +-sqrt(1/n), what the
+    reference's QREmbeddingBag documents; reference: what it draws, nn.init.uniform_(w,
+    sqrt(1/n)), i.e. uniform(sqrt(1/n), 1)."""
+    if qr_init == "symmetric":
+        return -np.sqrt(1 / n), np.sqrt(1 / n)
+    if qr_init == "reference":
+        return np.sqrt(1 / n), 1.0
+    raise ValueError(f"qr_init must be one of {QR_INITS}, got {qr_init!r}")
+
+
+def initialize_variants(qr_tables, projections, seed, method="reference",
+                        qr_init="symmetric"):
+    """qr_tables: [(n, quotient (ceil(n/c), D), remainder (c, D))]; projections: MD
+    (D, d) matrices, xavier-uniform as torch's: uniform(+-sqrt(6 / (d + D))). Filled in
+    place (method 'none': left as they are, their values are about to be loaded)."""
+    if method == "none":
+        return
+    if qr_init not in QR_INITS:
+        raise ValueError(f"qr_init must be one of {QR_INITS}, got {qr_init!r}")
+    gen = variant_stream(seed, QR_STREAM)
+    for n, quotient, remainder in qr_tables:
+        low, high = qr_bounds(n, qr_init)
+        fill_uniform(quotient, gen, low, high)
+        fill_uniform(remainder, gen, low, high)
+    gen = variant_stream(seed, PROJECTION_STREAM)
+    for P in projections:
+        bound = np.sqrt(6 / (P.shape[0] + P.shape[1]))
+        fill_uniform(P, gen, -bound, bound)

@@ -144,6 +144,76 @@ def evaluate(labels, probs):
             "count": int(y.size), "positives": int(np.sum(y))}
 
 
+def _confusion(y, p):
+    """(tp, fp, fn) of the predictions p > 0.5 (np.round's: 0.5 is negative)."""
+    pred, pos = p > 0.5, y == 1
+    tp = int(np.count_nonzero(pred & pos))
+    return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(pos)) - tp
+
+
+def _ratio(num, den, zero_division):
+    return num / den if den > 0 else zero_division
+
+
+def _average_precision(y, s, zero_division):
+    """sum over the distinct thresholds, highest first, of (R_n - R_n-1) P_n."""
+    n_pos = int(np.count_nonzero(y == 1))
+    if n_pos == 0:
+        return zero_division
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    ends = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s.size - 1]  # tie groups
+    tps = np.cumsum(y_sorted)[ends]
+    precision = tps / (ends + 1)
+    recall = tps / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def precision(labels, probs, zero_division=math.nan):
+    """TP / (TP + FP) of the predictions p > 0.5; zero_division when nothing is predicted
+    positive (scikit-learn's default there is 0)."""
+    y = check_labels(labels)
+    tp, fp, _ = _confusion(y, check_probs(probs, y.size))
+    return _ratio(tp, tp + fp, zero_division)
+
+
+def recall(labels, probs, zero_division=math.nan):
+    """TP / (TP + FN) of the predictions p > 0.5; zero_division without a positive label."""
+    y = check_labels(labels)
+    tp, _, fn = _confusion(y, check_probs(probs, y.size))
+    return _ratio(tp, tp + fn, zero_division)
+
+
+def f1(labels, probs, zero_division=math.nan):
+    """2 TP / (2 TP + FP + FN) of the predictions p > 0.5; zero_division when there is
+    neither a positive label nor a positive prediction."""
+    y = check_labels(labels)
+    tp, fp, fn = _confusion(y, check_probs(probs, y.size))
+    return _ratio(2 * tp, 2 * tp + fp + fn, zero_division)
+
+
+def average_precision(labels, scores, zero_division=math.nan):
+    """Area under the step precision-recall curve (scikit-learn's average_precision_score):
+    sum of (R_n - R_n-1) P_n over the distinct scores, highest first, ties as one
+    threshold. zero_division without a positive label."""
+    y = check_labels(labels)
+    return _average_precision(y, _check_scores(scores, y.size), zero_division)
+
+
+def mlperf_metrics(labels, probs):
+    """The reference's --mlperf-logging evaluation: recall, precision, f1 (of p > 0.5,
+    as np.round), ap, auc and accuracy. As scikit-learn there, a ratio whose denominator
+    is 0 is 0 (e.g. precision when nothing is predicted positive); auc of one class is
+    nan."""
+    y = check_labels(labels)
+    p = check_probs(probs, y.size)
+    tp, fp, fn = _confusion(y, p)
+    return {"recall": _ratio(tp, tp + fn, 0.0), "precision": _ratio(tp, tp + fp, 0.0),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn, 0.0),
+            "ap": _average_precision(y, p, 0.0), "auc": _auc(y, p),
+            "accuracy": _accuracy(y, p)}
+
+
 def format_metric(name, value, precision=5):
     """A metric for people: nan or None says "undefined"; accuracy in percent."""
     if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):

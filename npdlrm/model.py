@@ -2,12 +2,17 @@
 
 A step runs in public stages that a distributed step reuses with its exchanges in
 between: check_batch, lookup (pooled bags into T), bottom_forward, top_forward, loss,
-dense_backward, then the dense and the sparse (fused, touched rows) updates.
+dense_backward, embedding_backward (the tables' dense parts: MD projections; one
+SparseJob per stored table), then the dense and the sparse (fused, touched rows) updates.
+Tables may be plain, quotient-remainder, mixed-dimension or learned-weight
+(`embedding_layout.py`, `embedding_variants.py`).
 """
 import numpy as np
 
 from .config import DLRMConfig
 from .embedding import EmbeddingBagCollection
+from .embedding_layout import projection_specs
+from .embedding_variants import VariantBagCollection
 from .init import initialize
 from .inputs import make_batch
 from .interaction import make_interaction
@@ -23,38 +28,49 @@ class DLRM:
     shards: None (every table whole), or the pieces of the tables this process holds,
     [(table, (row0, row1), (col0, col1))]: the local part of a distributed model
     (`npdlrm.parallel`), whose tables are initialised with the whole model's values.
+    qr_init: how quotient-remainder tables start (init.qr_bounds): 'symmetric'
+    uniform(+-sqrt(1/n)), or 'reference', the reference's uniform(sqrt(1/n), 1).
     """
 
-    def __init__(self, config, seed=123, init="reference", shards=None):
+    def __init__(self, config, seed=123, init="reference", shards=None, qr_init="symmetric"):
         self.config = config
         dtype = np.dtype(config.dtype)
+        variants = config.has_embedding_variants
+        if variants and shards is not None:
+            raise ValueError("quotient-remainder, mixed-dimension and learned-weight tables "
+                             "cannot be sharded")
         specs = (MLP.param_specs(config.bottom_mlp, "bottom_mlp")
-                 + MLP.param_specs(config.top_sizes, "top_mlp"))
+                 + MLP.param_specs(config.top_sizes, "top_mlp")
+                 + (projection_specs(config) if variants else []))
         self.params = FlatParams(specs, dtype)
-        self.bottom = MLP(config.bottom_mlp, True, self.params, "bottom_mlp")
-        self.top = MLP(config.top_sizes, False, self.params, "top_mlp")
-        self.embeddings = EmbeddingBagCollection(config.table_sizes, config.embedding_dim,
-                                                 dtype, config.pooling, shards)
+        self.bottom = MLP(config.bottom_mlp, True, self.params, "bottom_mlp", config.activation)
+        self.top = MLP(config.top_sizes, False, self.params, "top_mlp", config.activation)
+        if variants:
+            self.embeddings = VariantBagCollection(config, dtype, self.params)
+        else:
+            self.embeddings = EmbeddingBagCollection(config.table_sizes, config.embedding_dim,
+                                                     dtype, config.pooling, shards)
         self.interaction = make_interaction(config.interaction, config.num_features,
-                                            config.embedding_dim, config.self_interaction)
+                                            config.feature_dim, config.self_interaction)
         self.ws = Workspace(dtype)
         self.profile = None  # a profile.StageTimes: per-stage times of train_step
-        D = config.embedding_dim
-        tables = [((v, D), self.embeddings.shards_of(k))
-                  for k, v in enumerate(config.table_sizes)]
-        initialize(tables, self.bottom.layers(), self.top.layers(), seed, init)
+        initialize(self.embeddings.init_targets(), self.bottom.layers(), self.top.layers(),
+                   seed, init)
+        if variants:
+            self.embeddings.initialize_rest(seed, init, qr_init)
 
     @classmethod
     def from_arch(cls, arch_mlp_bot, arch_mlp_top, arch_embedding_size, arch_sparse_feature_size,
                   arch_interaction_op="dot", arch_interaction_itself=False, seed=123,
-                  init="reference", **config):
+                  init="reference", qr_init="symmetric", **config):
         """Build from the reference's arguments, e.g. arch_mlp_bot="13-512-256-64-16",
         arch_mlp_top="512-256-1" (its input width is derived), arch_embedding_size="1460-583".
-        Extra keywords (pooling, loss, loss_weights, dtype) go to DLRMConfig."""
+        Extra keywords (pooling, loss, loss_weights, dtype, the embedding variants' qr_flag
+        etc.) go to DLRMConfig."""
         cfg = DLRMConfig.from_arch(arch_mlp_bot, arch_mlp_top, arch_embedding_size,
                                    arch_sparse_feature_size, arch_interaction_op,
                                    arch_interaction_itself, **config)
-        return cls(cfg, seed=seed, init=init)
+        return cls(cfg, seed=seed, init=init, qr_init=qr_init)
 
     # ---- the stages of a step (a distributed step composes the same ones) -----
     def check_batch(self, dense, indices, offsets, labels=None, per_sample_weights=None,
@@ -65,9 +81,10 @@ class DLRM:
                           need_labels, allow_missing)
 
     def interaction_input(self, batch_size):
-        """T: (B, F, D), the reused buffer the stages fill: slot 0 bottom, 1 + k table k."""
+        """T: (B, F, W), the reused buffer the stages fill: slot 0 bottom, 1 + k table k
+        (W: config.feature_dim, D or 2D with quotient-remainder concat)."""
         cfg = self.config
-        return self.ws.get("T", (batch_size, cfg.num_features, cfg.embedding_dim))
+        return self.ws.get("T", (batch_size, cfg.num_features, cfg.feature_dim))
 
     def lookup(self, batch, T):
         """Pool every table's bags into T[:, 1:]: (B, F - 1, D)."""
@@ -111,9 +128,17 @@ class DLRM:
         self._lap("bottom MLP backward")
         return dT
 
-    def sparse_update(self, optimizer, lr, dT, batch):
-        """Fused backward + sparse optimizer of every table; dT: (B, F, D)."""
-        self.embeddings.update(optimizer.sparse, lr, optimizer.eps, dT[:, 1:, :], batch)
+    def embedding_backward(self, dT, batch):
+        """dT: (B, F, W). The tables' backward up to their sparse gradients: the MD
+        projections' gradients go into self.params.grad (so it runs before the dense
+        update); returns one SparseJob per table of self.embeddings.tables."""
+        return self.embeddings.backward(dT[:, 1:, :], batch)
+
+    def sparse_update(self, optimizer, lr, dT, batch, jobs=None):
+        """Fused backward + sparse optimizer of every table; dT: (B, F, W); jobs: what
+        embedding_backward returned (run here when None)."""
+        for job in jobs if jobs is not None else self.embedding_backward(dT, batch):
+            job.update(optimizer.sparse, lr, optimizer.eps)
 
     def _lap(self, stage):
         if self.profile is not None:
@@ -150,9 +175,10 @@ class DLRM:
         """Returns (loss, grads): grads keyed like state_dict, tables as SparseGrad."""
         batch = self.check_batch(dense, indices, offsets, labels, per_sample_weights, True)
         loss, dT = self._forward_backward(batch)
+        jobs = self.embedding_backward(dT, batch)
         grads = {name: g.copy() for name, g in self.params.grads.items()}
-        for k, g in enumerate(self.embeddings.grads(dT[:, 1:, :], batch)):
-            grads[f"embeddings.{k}.weight"] = g
+        for name, job in zip(self.embeddings.names, jobs):
+            grads[name] = job.grad()
         return loss, grads
 
     def train_step(self, dense, indices, offsets, labels, optimizer, per_sample_weights=None):
@@ -167,9 +193,10 @@ class DLRM:
         lr = optimizer.lr
         self._lap("batch check")
         loss, dT = self._forward_backward(batch)
+        jobs = self.embedding_backward(dT, batch)
         optimizer.step_dense(self.params, lr)
         self._lap("dense optimizer")
-        self.sparse_update(optimizer, lr, dT, batch)
+        self.sparse_update(optimizer, lr, dT, batch, jobs)
         self._lap("embedding update")
         optimizer.finish_step()
         if self.profile is not None:
@@ -236,8 +263,8 @@ class DLRM:
 
         Read-only views of the live parameters (copy=True for a snapshot)."""
         out = dict(self.params.views)
-        for k, table in enumerate(self.embeddings.tables):
-            out[f"embeddings.{k}.weight"] = table.weight  # shard k when the model is sharded
+        for name, table in zip(self.embeddings.names, self.embeddings.tables):
+            out[name] = table.weight  # embeddings.{k}.weight: shard k when sharded
         result = {}
         for name, a in out.items():
             if copy:
@@ -265,8 +292,8 @@ class DLRM:
                                  f"the model")
         for name in self.params.names:
             self.params.views[name][...] = state[name]
-        for k, table in enumerate(self.embeddings.tables):
-            table.weight[...] = state[f"embeddings.{k}.weight"]
+        for name, table in zip(self.embeddings.names, self.embeddings.tables):
+            table.weight[...] = state[name]
 
     def num_parameters(self):
         return self.params.size + sum(t.weight.size for t in self.embeddings.tables)

@@ -8,21 +8,28 @@ import time
 
 
 class StageTimes:
-    """Accumulates seconds per stage; `model.profile = StageTimes()` turns it on."""
+    """Accumulates seconds per stage; `model.profile = StageTimes()` turns it on.
+
+    The first `warmup` steps are timed apart (`warmup_seconds`): the first call of each
+    kernel loads its compiled code (~0.35 s for the batch check alone), which would
+    otherwise be spread over the stages of a short run.
+    """
 
     BETWEEN = "between steps (data, loop)"
 
-    def __init__(self):
+    def __init__(self, warmup=1):
         self.totals, self.steps = {}, 0
-        self._t = self._last_end = None
+        self.warmup, self.warmup_seconds = warmup, 0.0
+        self._t = self._last_end = self._step_start = None
         self._in_step = False  # laps outside train_step (e.g. an evaluation) do not count
 
     def start(self):
         """A step begins (the gap since the previous step's end is counted apart)."""
         now = time.perf_counter()
-        if self._last_end is not None:
+        if self._last_end is not None and self.warmup == 0:
             self._add(self.BETWEEN, now - self._last_end)
-        self._t, self._in_step = now, True
+        self._t = self._step_start = now
+        self._in_step = True
 
     def lap(self, stage):
         """`stage` just ended."""
@@ -34,9 +41,14 @@ class StageTimes:
 
     def end(self):
         """The step ended."""
-        self.steps += 1
         self._in_step = False
         self._last_end = time.perf_counter()
+        if self.warmup > 0:
+            self.warmup -= 1
+            self.warmup_seconds += self._last_end - self._step_start
+            self.totals = dict.fromkeys(self.totals, 0.0)  # keeps the stages' order
+        else:
+            self.steps += 1
 
     def _add(self, stage, seconds):
         self.totals[stage] = self.totals.get(stage, 0.0) + seconds
@@ -49,8 +61,10 @@ class StageTimes:
 
     def format(self):
         """The table printed at the end of a profiled run."""
+        warm = (f", after the first step ({1000 * self.warmup_seconds:.0f} ms: it loads "
+                f"the compiled kernels)" if self.warmup_seconds else "")
         lines = [f"Profile of {self.steps} training steps (wall time per stage, inside the "
-                 f"real step):", f"  {'stage':28s} {'ms/step':>9s} {'share':>7s}"]
+                 f"real step{warm}):", f"  {'stage':28s} {'ms/step':>9s} {'share':>7s}"]
         lines += [f"  {name:28s} {ms:9.3f} {100 * share:6.1f} %" for name, ms, share
                   in self.rows()]
         total = 1000 * sum(self.totals.values()) / max(self.steps, 1)

@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .checkpoint import save_checkpoint
+from .grad_accum import GradientAccumulator
 from .metrics import evaluate as evaluate_metrics
+from .metrics import mlperf_metrics
 
 
 @dataclass
@@ -53,6 +55,41 @@ class Reporter:
         pass
 
 
+class ReporterTee(Reporter):
+    """Hands each record to `main`, then to every one of `extras`; any other attribute
+    (e.g. `say`) is main's."""
+
+    def __init__(self, main, *extras):
+        self.main, self.all = main, (main,) + tuple(extras)
+
+    def __getattr__(self, name):
+        return getattr(self.main, name)
+
+    def start(self, trainer):
+        for r in self.all:
+            r.start(trainer)
+
+    def step(self, trainer, loss, batch_size):
+        for r in self.all:
+            r.step(trainer, loss, batch_size)
+
+    def train(self, record):
+        for r in self.all:
+            r.train(record)
+
+    def evaluate(self, record):
+        for r in self.all:
+            r.evaluate(record)
+
+    def checkpoint(self, path, record):
+        for r in self.all:
+            r.checkpoint(path, record)
+
+    def end(self, trainer):
+        for r in self.all:
+            r.end(trainer)
+
+
 def predict_all(model, loader, epoch=0):
     """Predict every batch of `loader`; returns labels (N,), probabilities (N,) and the
     planted probabilities (N,) when the data carries them, else None."""
@@ -69,11 +106,15 @@ def predict_all(model, loader, epoch=0):
     return y, p, planted
 
 
-def evaluate(model, loader, epoch=0):
+def evaluate(model, loader, epoch=0, mlperf=False):
     """metrics.evaluate's dict over `loader`, plus `planted_auc` etc. (the same metrics of
-    the planted probabilities) when the data carries them."""
+    the planted probabilities) when the data carries them, plus recall, precision, f1 and
+    ap (metrics.mlperf_metrics) when mlperf."""
     y, p, truth = predict_all(model, loader, epoch)
     result = evaluate_metrics(y, p)
+    if mlperf:
+        result.update({k: v for k, v in mlperf_metrics(y, p).items()
+                       if k in ("recall", "precision", "f1", "ap")})
     if truth is not None:
         planted = evaluate_metrics(y, truth)
         result.update({f"planted_{k}": v for k, v in planted.items()
@@ -86,6 +127,13 @@ class Trainer:
     model.train_step, evaluating every `test_freq` batches and at the end of each epoch
     (when test_freq > 0 and an eval loader is given), as the reference does.
 
+    grad_accum K > 1: one optimizer step per K batches (grad_accum.GradientAccumulator;
+    one-process models), and at the end of each epoch for the batches left; batches, not
+    steps, still count for print_freq, test_freq and `state.step`.
+    mlperf: evaluations add recall, precision, f1 and ap. Every evaluation record carries
+    best_auc and best_accuracy (the best so far); stop_auc / stop_accuracy > 0 end the
+    training after the evaluation whose best value exceeds it (record["stop"] says why).
+
     save_path: checkpoint written after each evaluation and at the end; '{step}' in it
     is replaced by the step count (one file per checkpoint). save_fn: how
     (save_checkpoint's signature; a distributed model saves collectively).
@@ -93,7 +141,8 @@ class Trainer:
 
     def __init__(self, model, optimizer, train_loader, eval_loader=None, *, nepochs=1,
                  num_batches=0, print_freq=1, test_freq=-1, round_targets=False,
-                 save_path=None, reporter=None, state=None, run_info=None, save_fn=None):
+                 save_path=None, reporter=None, state=None, run_info=None, save_fn=None,
+                 grad_accum=1, mlperf=False, stop_auc=0.0, stop_accuracy=0.0, best=None):
         if nepochs < 0 or num_batches < 0:
             raise ValueError(f"nepochs and num_batches must be >= 0, got {nepochs}, "
                              f"{num_batches}")
@@ -110,6 +159,18 @@ class Trainer:
         self.run_info = dict(run_info or {})  # JSON-able; stored in checkpoints
         self.last_eval = None
         self._last_saved_step = None
+        self.accumulator = None
+        if grad_accum != 1:
+            if not hasattr(model, "dense_backward"):
+                raise ValueError(f"gradient accumulation ({grad_accum} batches per step) runs "
+                                 f"in one process only")
+            self.accumulator = GradientAccumulator(model, grad_accum)
+        if not (stop_auc >= 0 and stop_accuracy >= 0):
+            raise ValueError(f"stop thresholds must be >= 0 (0: off), got auc {stop_auc}, "
+                             f"accuracy {stop_accuracy}")
+        self.mlperf, self.stop_auc, self.stop_accuracy = bool(mlperf), stop_auc, stop_accuracy
+        self.best = {"auc": float("nan"), "accuracy": float("nan"), **(best or {})}
+        self.stopped = None  # why the training stopped early (a threshold), or None
 
     @property
     def batches_per_epoch(self):
@@ -125,9 +186,16 @@ class Trainer:
         st, nb = self.state, self.batches_per_epoch
         self.reporter.start(self)
         window_loss, window_n, window_steps, t0 = 0.0, 0, 0, time.perf_counter()
-        while st.epoch < self.nepochs:
-            with closing(self.train_loader.epoch(st.epoch, st.batch)) as batches:
+        while st.epoch < self.nepochs and self.stopped is None:
+            # a resume inside an accumulation window first recomputes its held gradients
+            replay = st.batch % self.accumulator.k if self.accumulator else 0
+            with closing(self.train_loader.epoch(st.epoch, st.batch - replay)) as batches:
                 for mb in batches:
+                    if replay:
+                        self.accumulator.add(mb.dense, mb.indices, mb.offsets,
+                                             self._labels(mb))
+                        replay -= 1
+                        continue
                     if st.batch >= nb:
                         break
                     loss = self._step(mb)
@@ -137,6 +205,8 @@ class Trainer:
                                                            window_n + B, window_steps + 1)
                     self.reporter.step(self, loss, B)
                     end_of_epoch = st.batch == nb
+                    if end_of_epoch and self.accumulator is not None:
+                        self.accumulator.step(self.optimizer)  # the batches left
                     test = self.test_freq > 0 and self.eval_loader is not None and (
                         st.batch % self.test_freq == 0 or end_of_epoch)
                     if st.batch % self.print_freq == 0 or end_of_epoch or test:
@@ -149,9 +219,9 @@ class Trainer:
                     if test:
                         self._evaluate_and_save(epoch_done=end_of_epoch)
                         t0 = time.perf_counter()
-                    if end_of_epoch:
+                    if end_of_epoch or self.stopped is not None:
                         break
-            if st.batch != 0:  # the loader ran out before nb batches
+            if st.batch != 0 and self.stopped is None:  # the loader ran out before nb
                 raise RuntimeError(f"the loader gave {st.batch} batches in epoch {st.epoch}, "
                                    f"{nb} were expected")
         if self.save_path and self._last_saved_step != st.step:
@@ -159,9 +229,12 @@ class Trainer:
         self.reporter.end(self)
         return self.last_eval
 
+    def _labels(self, mb):
+        return np.round(mb.labels) if self.round_targets else mb.labels
+
     def _step(self, mb):
-        labels = np.round(mb.labels) if self.round_targets else mb.labels
-        return self.model.train_step(mb.dense, mb.indices, mb.offsets, labels, self.optimizer)
+        step = self.accumulator.train_step if self.accumulator else self.model.train_step
+        return step(mb.dense, mb.indices, mb.offsets, self._labels(mb), self.optimizer)
 
     def _train_record(self, mean_loss, samples, steps, seconds):
         st = self.state
@@ -169,7 +242,8 @@ class Trainer:
                                                                                   st.batch)
         return {"event": "train", "step": st.step, "epoch": epoch, "iter": it,
                 "iters": self.batches_per_epoch, "loss": mean_loss,
-                "lr": self.optimizer.policy(st.step - 1), "samples": st.samples,
+                "lr": self.optimizer.policy(max(self.optimizer.step_count if self.accumulator
+                                                else st.step, 1) - 1), "samples": st.samples,
                 "ms_per_it": 1000.0 * seconds / max(steps, 1),
                 "samples_per_s": samples / seconds if seconds > 0 else float("nan")}
 
@@ -178,17 +252,32 @@ class Trainer:
         record = {"event": "eval", "step": st.step,
                   "epoch": st.epoch - 1 if epoch_done else st.epoch,
                   **self.evaluate()}
+        for key in ("auc", "accuracy"):
+            value = record[key]
+            if value == value and not value <= self.best[key]:  # defined, above (or first)
+                self.best[key] = value
+            record[f"best_{key}"] = self.best[key]
+        self.stopped = self._stop_reason()
+        if self.stopped is not None:
+            record["stop"] = self.stopped
         self.last_eval = record
         self.reporter.evaluate(record)
         if self.save_path:
             self.save()
+
+    def _stop_reason(self):
+        """The reference's words when a best value exceeds its threshold, else None."""
+        for key, threshold in (("accuracy", self.stop_accuracy), ("auc", self.stop_auc)):
+            if threshold > 0 and self.best[key] > threshold:
+                return f"MLPerf testing {key} threshold {threshold} reached, stop training"
+        return None
 
     def evaluate(self, loader=None):
         """Metrics of the model on `loader` (default: the eval loader)."""
         loader = loader or self.eval_loader
         if loader is None:
             raise ValueError("no evaluation data was given")
-        return evaluate(self.model, loader)
+        return evaluate(self.model, loader, mlperf=self.mlperf)
 
     def checkpoint_path(self, step=None):
         return str(self.save_path).replace("{step}", str(self.state.step if step is None
@@ -198,7 +287,7 @@ class Trainer:
         """Atomic checkpoint of the model, optimizer state and position in the data."""
         path = path or self.checkpoint_path()
         train_state = {**self.state.to_dict(), "run": self.run_info,
-                       "last_eval": self.last_eval}
+                       "last_eval": self.last_eval, "best": self.best}
         self.save_fn(path, self.model, self.optimizer, train_state)
         self._last_saved_step = self.state.step
         self.reporter.checkpoint(path, {"event": "checkpoint", "path": str(path),

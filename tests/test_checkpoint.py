@@ -410,3 +410,13 @@ def test_format_errors(tmp_path, saved):
         f.attrs["format_version"] = 2
     model, opt = trained()
     assert_refused(saved, model, opt, r"checkpoint format version 2; this npdlrm reads version 1")
+
+
+def test_nonfinite_count_in_blocks_equals_the_whole_count(monkeypatch):
+    from npdlrm import checkpoint_checks
+    a = np.ones((1000, 16), np.float32)
+    a[3, 2], a[500, 1], a[999, 0] = np.nan, -np.inf, np.inf
+    whole = checkpoint_checks._nonfinite(a)
+    monkeypatch.setattr(checkpoint_checks, "VERIFY_BLOCK_BYTES", 1000)  # 15 rows a block
+    assert checkpoint_checks._nonfinite(a) == whole == 3
+    assert checkpoint_checks._nonfinite(np.arange(5)) == 0

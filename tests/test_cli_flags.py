@@ -51,18 +51,16 @@ def test_bool_flag_refuses_other_words():
         parse_train_args(["--round-targets", "maybe"])
 
 
-@pytest.mark.parametrize("argv, name", [
-    (["--qr-flag"], "--qr-flag"),
-    (["--md-flag"], "--md-flag"),
-    (["--use-gpu"], "--use-gpu"),
-    (["--activation-function", "sigmoid"], "--activation-function"),
-    (["--data-sub-sample-rate", "0.5"], "--data-sub-sample-rate"),
-    (["--sync-dense-params", "False"], "--sync-dense-params"),
-    (["--mlperf-logging"], "--mlperf-logging"),
+@pytest.mark.parametrize("argv, name, why", [
+    (["--use-gpu"], "--use-gpu", "CuPy"),
+    (["--sync-dense-params", "False"], "--sync-dense-params", "allreduce"),
+    (["--plot-compute-graph"], "--plot-compute-graph", "autograd graph"),
+    (["--data-generation", "internal"], "--data-generation internal", "not public"),
 ])
-def test_unsupported_reference_flags_are_refused_by_name(argv, name):
-    with pytest.raises(ValueError, match=name):
+def test_refused_reference_flags_name_the_flag_and_the_reason(argv, name, why):
+    with pytest.raises(ValueError, match=name) as e:
         parse_train_args(argv)
+    assert why in str(e.value)
 
 
 def test_unsupported_flags_at_their_reference_default_pass():
@@ -86,6 +84,42 @@ def test_every_unsupported_flag_is_refused_when_set(flag):
         parse_train_args(argv)
 
 
+def test_mlperf_tensorboard_activation_debug_flags_are_real_flags():
+    a = parse_train_args(["--mlperf-logging", "--mlperf-acc-threshold", "0.79",
+                          "--mlperf-auc-threshold", "0.8025", "--mlperf-grad-accum-iter", "4",
+                          "--activation-function", "tanh", "--tensor-board-filename", "tb",
+                          "--debug-mode"])
+    assert (a.mlperf_logging, a.mlperf_acc_threshold, a.mlperf_auc_threshold,
+            a.mlperf_grad_accum_iter, a.activation_function, a.tensor_board_filename,
+            a.debug_mode) == (True, 0.79, 0.8025, 4, "tanh", "tb", True)
+    a = parse_train_args([])
+    assert (a.mlperf_logging, a.mlperf_grad_accum_iter, a.activation_function,
+            a.tensor_board_filename, a.debug_mode) == (False, 1, "relu", None, False)
+    with pytest.raises(SystemExit):  # the reference ignores the value; npdlrm names three
+        parse_train_args(["--activation-function", "gelu"])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--mlperf-grad-accum-iter", "0"], "--mlperf-grad-accum-iter must be >= 1"),
+    (["--mlperf-auc-threshold", "1.5"], "--mlperf-auc-threshold must be in"),
+    (["--mlperf-acc-threshold", "-0.1"], "--mlperf-acc-threshold must be in"),
+])
+def test_bad_mlperf_values_are_named(argv, words):
+    with pytest.raises(ValueError, match=words):
+        parse_train_args(argv)
+
+
+def test_quantize_and_onnx_flags_are_real_flags():
+    a = parse_train_args(["--load-model", "c.h5", "--inference-only",
+                          "--quantize-emb-with-bit", "4", "--quantize-mlp-with-bit", "8"])
+    assert (a.quantize_emb_with_bit, a.quantize_mlp_with_bit, a.save_onnx) == (4, 8, "")
+    assert parse_train_args(["--save-onnx"]).save_onnx == "npdlrm.onnx"  # the reference's
+    assert parse_train_args(["--save-onnx", "m.onnx"]).save_onnx == "m.onnx"
+    for argv in (["--quantize-emb-with-bit", "2"], ["--quantize-mlp-with-bit", "4"]):
+        with pytest.raises(SystemExit):
+            parse_train_args(["--load-model", "c.h5", "--inference-only", *argv])
+
+
 def test_unknown_flags_are_errors():
     with pytest.raises(SystemExit):
         parse_train_args(["--no-such-flag"])
@@ -96,6 +130,8 @@ def test_unknown_flags_are_errors():
     (["--learning-rate", "-1"], "--learning-rate"),
     (["--nepochs", "-2"], "--nepochs"),
     (["--inference-only"], "--load-model"),
+    (["--quantize-emb-with-bit", "8"], "--quantize-emb-with-bit 8 needs --inference-only"),
+    (["--quantize-mlp-with-bit", "16"], "--quantize-mlp-with-bit 16 needs --inference-only"),
     (["--data-generation", "dataset"], "--processed-data-file"),
 ])
 def test_bad_values_are_named(argv, words):
@@ -130,7 +166,7 @@ def test_bad_config_files_are_named(tmp_path, text, words):
 
 
 def test_cli_reports_errors_without_traceback(capsys):
-    assert main(["train", "--qr-flag"]) == 2
+    assert main(["train", "--qr-flag", "--md-flag"]) == 2
     err = capsys.readouterr().err
     assert "--qr-flag" in err and "Traceback" not in err
 
@@ -141,5 +177,40 @@ def test_help_explains_flags(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--arch-mlp-bot", "--round-targets", "--save-model", "--load-model",
-                 "--config", "--log-file", "not support yet"):
+                 "--config", "--log-file", "npdlrm refuses unless left"):
         assert flag in out, flag
+
+
+def test_reference_data_flags_are_real_flags():
+    a = parse_train_args(["--rand-data-dist", "gaussian", "--rand-data-min", "2",
+                          "--rand-data-max", "9", "--rand-data-mu", "4", "--rand-data-sigma",
+                          "3", "--data-trace-file", "t_j.log", "--data-trace-enable-padding",
+                          "False", "--data-sub-sample-rate", "0.875", "--mlperf-bin-loader",
+                          "--mlperf-bin-shuffle"])
+    assert (a.rand_data_dist, a.rand_data_min, a.rand_data_max, a.rand_data_mu,
+            a.rand_data_sigma) == ("gaussian", 2.0, 9.0, 4.0, 3.0)
+    assert a.data_trace_file == "t_j.log" and a.data_trace_enable_padding is False
+    assert a.data_sub_sample_rate == 0.875 and a.mlperf_bin_loader and a.mlperf_bin_shuffle
+    for flag in ("--rand-data-dist", "--data-trace-file", "--data-sub-sample-rate",
+                 "--mlperf-bin-loader", "--mlperf-bin-shuffle"):
+        assert flag not in UNSUPPORTED
+    d = parse_train_args([])  # not given: npdlrm's own generators, nothing thinned
+    assert d.rand_data_dist is None and d.data_trace_file is None
+    assert d.data_sub_sample_rate == 0.0 and not d.mlperf_bin_loader
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--data-sub-sample-rate", "1.5"], "--data-sub-sample-rate"),
+    (["--data-sub-sample-rate", "-0.1"], "--data-sub-sample-rate"),
+    (["--rand-data-dist", "gaussian", "--rand-data-min", "5", "--rand-data-max", "2"],
+     "--rand-data-min"),
+    (["--rand-data-dist", "gaussian", "--rand-data-sigma", "-1"], "--rand-data-sigma"),
+])
+def test_bad_reference_data_values_are_named(argv, words):
+    with pytest.raises(ValueError, match=words):
+        parse_train_args(argv)
+
+
+def test_rand_data_dist_refuses_other_distributions():
+    with pytest.raises(SystemExit):
+        parse_train_args(["--rand-data-dist", "zipf"])

@@ -361,3 +361,18 @@ def test_tables_reads_only_those_columns(shuffle):
                 assert np.array_equal(a.offsets[k], b.offsets[k])
             else:
                 assert b.indices[k] is None and b.offsets[k] is None
+
+
+def test_day_shuffle_keeps_rows_in_their_day_and_days_in_order():
+    d = make_data(N=190, day_rows=(50, 70, 40, 30))
+    ld = BatchLoader(d, 16, "train", shuffle="day", chunk_rows=12, window_chunks=2, seed=5)
+    assert all(e <= 50 or s >= 50 for s, e in ld.chunks)  # no chunk crosses a day
+    day_of = np.repeat(np.arange(3), (50, 70, 40))
+    orders = []
+    for epoch in (0, 1):
+        got = np.concatenate([row_ids(mb) for mb in ld.epoch(epoch)])
+        assert sorted(got) == list(split_rows(d, "train"))  # every training row once
+        assert np.all(np.diff(day_of[got]) >= 0)  # days in order, rows stay in their day
+        assert not np.array_equal(got, np.sort(got))  # shuffled within the days
+        orders.append(got)
+    assert not np.array_equal(*orders)  # a new order each epoch

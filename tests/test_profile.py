@@ -24,7 +24,7 @@ def test_every_stage_of_train_step_is_timed_and_predict_is_not():
         before = dict(prof.totals)
         model.predict(dense, idx, off)  # an evaluation between steps: not a stage
         assert prof.totals == before
-    assert prof.steps == 3
+    assert prof.steps == 2 and prof.warmup_seconds > 0  # the first step is timed apart
     assert list(prof.totals) == STAGES + [StageTimes.BETWEEN]
     assert all(ms >= 0 for _, ms, _ in prof.rows())
     assert abs(sum(share for *_, share in prof.rows()) - 1) < 1e-9
@@ -36,6 +36,20 @@ def test_cli_prints_the_profile(capsys):
                  "--mini-batch-size", "16", "--log-file", "", "--progress", "False",
                  "--enable-profiling"]) == 0
     out = capsys.readouterr().out
-    assert "Profile of 5 training steps" in out
+    assert "Profile of 4 training steps" in out and "after the first step" in out
     for stage in STAGES:
         assert stage in out
+
+
+def test_warmup_steps_are_kept_apart():
+    prof = StageTimes(warmup=2)
+    for _ in range(5):
+        prof.start()
+        prof.lap("a")
+        prof.end()
+    assert prof.steps == 3 and prof.warmup == 0 and prof.warmup_seconds > 0
+    assert list(prof.totals) == ["a", StageTimes.BETWEEN]
+    none = StageTimes(warmup=0)
+    none.start()
+    none.end()
+    assert none.steps == 1 and none.warmup_seconds == 0

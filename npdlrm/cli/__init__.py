@@ -13,6 +13,8 @@ COMMANDS = {
     "predict": "click probabilities of a data file from a checkpoint",
     "plot": "loss and AUC curves of a training log",
     "plan": "the sharding plan of a distributed run and its per-step costs (no MPI)",
+    "quantize": "a compact inference checkpoint: tables in int4 / int8 / float16",
+    "export-onnx": "a checkpoint's model as an ONNX graph",
 }
 
 
@@ -22,7 +24,7 @@ def build_parser():
         epilog="Run 'npdlrm COMMAND --help' for the flags of each command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help in COMMANDS.items():
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=help, description=help)
         module.add_arguments(p)
         p.set_defaults(_module=module, _parser=p)

@@ -14,6 +14,7 @@ import os
 from ..config import parse_dashed
 from ..parallel.costs import (GFLOPS, NS_PER_FLOAT, NS_PER_LOOKUP, format_bytes, itemsize,
                               mlp_parameters, parse_bytes, plan_costs)
+from ..parallel.plan import refuse_unshardable
 from ..parallel.planner import make_plan
 from ..parallel.scaling import scaling_table
 from .train import model_config, processed_path
@@ -94,6 +95,7 @@ def wire_bytes(args):
 def plan_from_args(args, config, world_size, memory_per_rank=None):
     """The ShardingPlan the flags give on `world_size` ranks: what `npdlrm plan` prints
     and what the distributed `npdlrm train` uses."""
+    refuse_unshardable(config)
     return make_plan(config, world_size, args.sharding, args.optimizer,
                      batch_size=args.mini_batch_size,
                      lookups_per_sample=lookups_per_sample(args),

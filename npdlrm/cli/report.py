@@ -122,3 +122,26 @@ class ConsoleReporter(Reporter):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class GovernedReporter:
+    """Ticks a `threads.ThreadGovernor` at every step, says when it changes the thread
+    count, and adds the count in use to each train record; the rest goes to `inner`."""
+
+    def __init__(self, inner, governor):
+        self.inner, self.governor = inner, governor
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def step(self, trainer, loss, batch_size):
+        before = self.governor.threads
+        after = self.governor.tick()
+        if after != before:
+            self.inner.say(f"Threads {before} -> {after}: other processes use "
+                           f"{self.governor.others:.1f} of {self.governor.cores} cores")
+        self.inner.step(trainer, loss, batch_size)
+
+    def train(self, record):
+        record["threads"] = self.governor.threads
+        self.inner.train(record)

@@ -1,56 +1,31 @@
 """`npdlrm train` flags: the reference dlrm_s_pytorch.py's, with the same meaning.
 
 Where the reference is wrong, ours is right: its `type=bool` flags read "False" as
-true; ours read it as false. Reference flags npdlrm does not support yet are refused
-by name when given a value other than the reference's default.
+true; ours read it as false. The few reference flags npdlrm refuses are refused by name,
+with the reason, when given a value other than the reference's default.
 """
 import argparse
 import json
 import pathlib
 
 from ..config import parse_dashed
+from .embedding_flags import add_embedding_flags, check_embedding_variants
+from .extra_flags import add_extra_flags, check_extra_flags
 
 FALSE_WORDS, TRUE_WORDS = ("false", "0", "no", "off"), ("true", "1", "yes", "on")
 
-# flag -> (the reference's default, what npdlrm lacks); refused unless left at the default
+# flag -> (the reference's default, why npdlrm refuses it); refused unless left at the default
 UNSUPPORTED = {
-    "--weighted-pooling": (None, "weighted pooling"),
-    "--md-flag": (False, "mixed-dimension embeddings"),
-    "--md-threshold": (200, "mixed-dimension embeddings"),
-    "--md-temperature": (0.3, "mixed-dimension embeddings"),
-    "--md-round-dims": (False, "mixed-dimension embeddings"),
-    "--qr-flag": (False, "quotient-remainder embeddings"),
-    "--qr-threshold": (200, "quotient-remainder embeddings"),
-    "--qr-operation": ("mult", "quotient-remainder embeddings"),
-    "--qr-collisions": (4, "quotient-remainder embeddings"),
-    "--activation-function": ("relu", "activations other than relu"),
-    "--rand-data-dist": ("uniform", "the reference's uniform/gaussian index generator"),
-    "--rand-data-min": (0.0, "the reference's random-data ranges"),
-    "--rand-data-max": (1.0, "the reference's random-data ranges"),
-    "--rand-data-mu": (-1.0, "the reference's random-data ranges"),
-    "--rand-data-sigma": (1.0, "the reference's random-data ranges"),
-    "--data-trace-file": ("./input/dist_emb_j.log", "trace-based synthetic data"),
-    "--data-trace-enable-padding": (False, "trace-based synthetic data"),
-    "--data-sub-sample-rate": (0.0, "sub-sampling of negative rows"),
-    "--sync-dense-params": (True, "unsynchronised dense parameters"),
-    "--quantize-mlp-with-bit": (32, "quantized inference"),
-    "--quantize-emb-with-bit": (32, "quantized inference"),
-    "--save-onnx": (False, "ONNX export"),
-    "--use-gpu": (False, "the GPU (coming in a later release)"),
-    "--debug-mode": (False, "the reference's debug prints"),
-    "--plot-compute-graph": (False, "compute-graph plots"),
-    "--tensor-board-filename": ("run_kaggle_pt", "TensorBoard (npdlrm writes a JSONL log: "
-                                                  "--log-file)"),
-    "--mlperf-logging": (False, "MLPerf logging"),
-    "--mlperf-acc-threshold": (0.0, "MLPerf logging"),
-    "--mlperf-auc-threshold": (0.0, "MLPerf logging"),
-    "--mlperf-bin-loader": (False, "the MLPerf binary loader"),
-    "--mlperf-bin-shuffle": (False, "the MLPerf binary loader"),
-    "--mlperf-grad-accum-iter": (1, "gradient accumulation"),
+    "--sync-dense-params": (True, "npdlrm keeps the MLPs identical on every rank (one "
+                                  "allreduce of their gradients a step); unsynchronised "
+                                  "replicas would train different models"),
+    "--use-gpu": (False, "the GPU path (CuPy) is not built yet; npdlrm trains on the CPU"),
+    "--plot-compute-graph": (False, "the reference draws torch's autograd graph (torchviz); "
+                                    "npdlrm has no autograd graph: its layers are written "
+                                    "out, see docs/architecture.md"),
 }
-STORE_TRUE = {"--md-flag", "--md-round-dims", "--qr-flag", "--save-onnx", "--use-gpu",
-              "--debug-mode", "--plot-compute-graph", "--mlperf-logging",
-              "--mlperf-bin-loader", "--mlperf-bin-shuffle"}
+STORE_TRUE = {"--use-gpu",
+              "--plot-compute-graph"}
 
 
 def str2bool(text):
@@ -81,6 +56,19 @@ def dashed_floats(text):
             from None
 
 
+def thread_setting(text):
+    """'auto' or a positive thread count."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive count, got {text!r}")
+    return n
+
+
 def _bool_flag(group, name, help):
     group.add_argument(name, type=str2bool, nargs="?", const=True, default=False,
                        metavar="BOOL", help=help + " (--flag, --flag True or --flag False)")
@@ -92,8 +80,8 @@ def build_parser(parser=None):
     p.description = (
         "Train a DLRM. The flags are those of the reference dlrm_s_pytorch.py, with the "
         "same meaning and defaults, so reference command lines run unchanged.")
-    p.epilog = ("Reference flags npdlrm does not support yet, refused unless left at the "
-                "reference's default:\n  " + " ".join(sorted(UNSUPPORTED)) + "\n\nSettings "
+    p.epilog = ("Reference flags npdlrm refuses unless left at the reference's default "
+                "(the error says why):\n  " + " ".join(sorted(UNSUPPORTED)) + "\n\nSettings "
                 "can also come from --config FILE (TOML or JSON, keys named like the flags); "
                 "the command line wins.")
     p.add_argument("--config", metavar="FILE",
@@ -120,11 +108,12 @@ def build_parser(parser=None):
     m.add_argument("--loss-threshold", type=float, default=0.0,
                    help="clamp the click probability to [t, 1-t] when 0 < t < 1")
     d = p.add_argument_group("data")
-    d.add_argument("--data-generation", choices=["random", "synthetic", "dataset"],
+    d.add_argument("--data-generation", choices=["random", "synthetic", "dataset", "internal"],
                    default="random",
-                   help="random: uniform indices; synthetic: power-law indices (npdlrm's "
-                        "generator; the reference replays a trace here); both with labels "
-                        "from a planted model. dataset: Criteo (--data-set)")
+                   help="random: uniform indices; synthetic: power-law indices; both with "
+                        "labels from a planted model (npdlrm's generators; --rand-data-dist "
+                        "and --data-trace-file give the reference's own streams). dataset: "
+                        "Criteo (--data-set)")
     d.add_argument("--data-set", choices=["kaggle", "terabyte"], default="kaggle",
                    help="which Criteo data set --raw-data-file holds")
     d.add_argument("--raw-data-file", default="",
@@ -134,9 +123,10 @@ def build_parser(parser=None):
                    help="processed HDF5 file; made from --raw-data-file if it does not exist")
     d.add_argument("--max-ind-range", type=int, default=-1,
                    help="hash categorical values modulo this before the dictionary (-1: off)")
-    d.add_argument("--data-randomize", choices=["total", "none"], default="total",
+    d.add_argument("--data-randomize", choices=["total", "day", "none"], default="total",
                    help="total: shuffle the training rows each epoch (by chunk windows, see "
-                        "docs); none: file order")
+                        "docs); day: the same within each day, days in order; none: file "
+                        "order")
     d.add_argument("--data-size", type=int, default=1,
                    help="samples of random/synthetic training data (default: --num-batches x "
                         "--mini-batch-size)")
@@ -150,7 +140,8 @@ def build_parser(parser=None):
                         "one background thread")
     d.add_argument("--test-num-workers", type=int, default=-1, help="as --num-workers")
     d.add_argument("--memory-map", action="store_true",
-                   help="accepted for compatibility: npdlrm always streams from HDF5")
+                   help="read the reference's day files (<prefix>_<d>_reordered.npz) when "
+                        "they are present; npdlrm's own HDF5 is always streamed")
     d.add_argument("--dataset-multiprocessing", action="store_true",
                    help="accepted for compatibility: preprocessing is one streaming pass")
     t = p.add_argument_group("training")
@@ -214,6 +205,7 @@ def build_parser(parser=None):
     g.add_argument("--local_rank", type=int, default=-1,
                    help="accepted for the reference's command lines and ignored: MPI gives "
                         "each process its rank")
+    add_embedding_flags(p)
     n = p.add_argument_group("npdlrm only")
     n.add_argument("--log-file", default=None,
                    help="JSONL log of every metric (default runs/npdlrm-<time>.jsonl; '' "
@@ -228,8 +220,22 @@ def build_parser(parser=None):
     n.add_argument("--init", choices=["reference", "fast"], default="reference",
                    help="reference: the reference's initial weights, bit for bit; fast: "
                         "float32 draws (much faster for huge tables)")
+    n.add_argument("--mmap-embeddings", action="store_true",
+                   help="keep the tables and their optimizer state in files mapped into "
+                        "memory (a working copy in --mmap-dir): tables larger than memory; "
+                        "the same numbers as in memory. One process, plain tables")
+    n.add_argument("--mmap-dir", default=None, metavar="DIR",
+                   help="with --mmap-embeddings: the folder of the working copy (unnamed "
+                        "files, gone when the run ends; default: the folder of --save-model, "
+                        "else the current folder)")
     n.add_argument("--strict", action="store_true",
                    help="preprocessing: stop at the first malformed row instead of skipping")
+    n.add_argument("--threads", type=thread_setting, default="auto", metavar="auto|N",
+                   help="threads of the MLPs (OpenBLAS) and kernels (Numba). auto: as many "
+                        "as the cores other processes leave free, re-read every second, at "
+                        "most the *_NUM_THREADS you set; N: fixed (results are the same "
+                        "for any count)")
+    add_extra_flags(p)
     u = p.add_argument_group("reference flags not supported yet (see the list below)")
     for flag, (default, _) in UNSUPPORTED.items():
         if flag in STORE_TRUE:
@@ -283,12 +289,13 @@ def load_config(path, parser):
 
 
 def refuse_unsupported(args):
-    """Raise ValueError naming the first reference flag set to a value npdlrm lacks."""
-    for flag, (default, what) in UNSUPPORTED.items():
+    """Raise ValueError naming the first refused reference flag set to another value than
+    the reference's default, and why it is refused."""
+    for flag, (default, reason) in UNSUPPORTED.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None and value != default:
-            raise ValueError(f"{flag} {value!r}: npdlrm does not support {what} yet; remove "
-                             f"the flag (its default is {default!r})")
+            raise ValueError(f"{flag} {value!r}: {reason}; remove the flag (its default is "
+                             f"{default!r})")
 
 
 def parse_train_args(argv=None, parser=None):
@@ -326,7 +333,16 @@ def check_values(args):
         raise ValueError(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.inference_only and not args.load_model:
         raise ValueError("--inference-only needs --load-model (the model to evaluate)")
+    if args.mmap_dir is not None and not args.mmap_embeddings:
+        raise ValueError("--mmap-dir needs --mmap-embeddings")
+    check_embedding_variants(args)
+    check_extra_flags(args)
+    if args.data_generation == "internal":
+        raise ValueError("--data-generation internal: the reference's own placeholder for "
+                         "Meta-internal data (its loader is not public); use random, "
+                         "synthetic or dataset")
     if args.data_generation == "dataset" and not (args.processed_data_file or
                                                   args.raw_data_file):
         raise ValueError("--data-generation dataset needs --processed-data-file (and "
                          "--raw-data-file to make it)")
+

@@ -35,6 +35,9 @@ class MalformedRowError(ValueError):
         super().__init__(f"{path}:{line}: malformed row: {reason}")
         self.path, self.line, self.reason = str(path), int(line), reason
 
+    def __reduce__(self):  # picklable: a worker process hands it back (parallel_days)
+        return type(self), (self.path, self.line, self.reason)
+
 
 class TruncatedFileError(ValueError):
     """A gzip raw file that ends early: `path`, complete `lines` read, `data_bytes`
@@ -49,6 +52,11 @@ class TruncatedFileError(ValueError):
         super().__init__(msg)
         self.path, self.lines = str(path), int(lines)
         self.data_bytes, self.file_bytes = int(data_bytes), int(file_bytes)
+        self.cut_line = cut_line
+
+    def __reduce__(self):
+        return type(self), (self.path, self.lines, self.data_bytes, self.file_bytes,
+                            self.cut_line)
 
 
 class EmptyRawFileError(ValueError):
@@ -59,6 +67,9 @@ class EmptyRawFileError(ValueError):
         super().__init__(message)
         self.path = str(path)
 
+    def __reduce__(self):
+        return type(self), (self.path, str(self))
+
 
 class CorruptFileError(ValueError):
     """A gzip raw file whose compressed data is damaged (not merely cut short)."""
@@ -66,7 +77,10 @@ class CorruptFileError(ValueError):
     def __init__(self, path, position, error):
         super().__init__(f"{path}: corrupt gzip data near compressed byte {position:,} "
                          f"({error}); the file is damaged: download or copy it again")
-        self.path = str(path)
+        self.path, self._args = str(path), (str(path), position, str(error))
+
+    def __reduce__(self):
+        return type(self), self._args
 
 
 @dataclass

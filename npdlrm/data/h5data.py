@@ -28,7 +28,16 @@ FORMAT_VERSION = 1
 NUM_DENSE = 13
 NUM_TABLES = 26
 INT32_MAX = 2**31 - 1
-CHUNK_CACHE_BYTES = 64 << 20
+# HDF5 gives every open dataset its own chunk cache of rdcc_nbytes: a budget for the
+# whole file is shared out over its datasets (dense, labels, 26 sparse). The writer
+# writes whole chunks, so a cache that holds one chunk per dataset is enough.
+CHUNK_CACHE_BUDGET = 64 << 20
+NUM_DATASETS = 2 + NUM_TABLES
+
+
+def chunk_cache_bytes(budget=CHUNK_CACHE_BUDGET, datasets=NUM_DATASETS):
+    """rdcc_nbytes (per dataset) so that `datasets` caches fill `budget` bytes."""
+    return max(int(budget) // int(datasets), 1 << 16)
 
 
 def partial_path(path):
@@ -50,7 +59,7 @@ def atomic_h5(path):
     """
     path = os.fspath(path)
     tmp = partial_path(path)
-    with atomic_write(path, tmp), h5py.File(tmp, "w", rdcc_nbytes=CHUNK_CACHE_BYTES) as f:
+    with atomic_write(path, tmp), h5py.File(tmp, "w", rdcc_nbytes=chunk_cache_bytes()) as f:
         yield f
 
 
@@ -73,27 +82,36 @@ def write_root_attrs(f, dataset, table_sizes, day_rows, chunk_rows, parts, prepr
 class RowWriter:
     """Appends rows to the datasets of an open h5py.File, whole chunks at a time."""
 
-    def __init__(self, f, table_sizes, chunk_rows, compression=None):
+    def __init__(self, f, table_sizes, chunk_rows, compression=None, columns=None, dense=True):
+        """columns: the sparse columns this writer appends to (default all); dense: create
+        every dataset and append the dense values and labels too (else the datasets exist
+        and only `columns` are appended, from row 0: a later pass over the same rows)."""
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         self.chunk_rows = int(chunk_rows)
         self.rows = 0
         c, z = self.chunk_rows, compression
-        # every chunk carries a Fletcher-32 checksum that HDF5 checks on each read
-        self._dense = f.create_dataset("dense", (0, NUM_DENSE), np.float32, chunks=(c, NUM_DENSE),
-                                       maxshape=(None, NUM_DENSE), compression=z,
-                                       fletcher32=True)
-        self._labels = f.create_dataset("labels", (0,), np.float32, chunks=(c,),
-                                        maxshape=(None,), compression=z, fletcher32=True)
-        grp = f.create_group("sparse")
-        self._sparse = [grp.create_dataset(str(k), (0,), sparse_dtype(n), chunks=(c,),
-                                           maxshape=(None,), compression=z, fletcher32=True)
-                        for k, n in enumerate(table_sizes)]
+        columns = range(len(table_sizes)) if columns is None else columns
+        self._dense = self._labels = None
+        if dense:
+            # every chunk carries a Fletcher-32 checksum that HDF5 checks on each read
+            self._dense = f.create_dataset("dense", (0, NUM_DENSE), np.float32,
+                                           chunks=(c, NUM_DENSE), maxshape=(None, NUM_DENSE),
+                                           compression=z, fletcher32=True)
+            self._labels = f.create_dataset("labels", (0,), np.float32, chunks=(c,),
+                                            maxshape=(None,), compression=z, fletcher32=True)
+            grp = f.create_group("sparse")
+            for k, n in enumerate(table_sizes):
+                grp.create_dataset(str(k), (0,), sparse_dtype(n), chunks=(c,),
+                                   maxshape=(None,), compression=z, fletcher32=True)
+        self._sparse = [(k, f["sparse"][str(k)]) for k in columns]
         self._pending = []
         self._pending_rows = 0
 
     def append(self, dense, ids, labels):
-        """Queue rows. dense: (n, 13) float32; ids: (n, 26) int; labels: (n,) float32."""
+        """Queue rows. dense: (n, 13) float32 (None when not writing it); ids: (n, 26)
+        int, the writer's columns filled; labels: (n,) float32 (only its length is used
+        when not writing it)."""
         if len(labels):
             self._pending.append((dense, ids, labels))
             self._pending_rows += len(labels)
@@ -107,17 +125,19 @@ class RowWriter:
     def _flush(self, n):
         if n == 0:
             return
-        dense = np.concatenate([p[0] for p in self._pending])
         ids = np.concatenate([p[1] for p in self._pending])
         labels = np.concatenate([p[2] for p in self._pending])
+        dense = (labels if self._dense is None  # a later pass: sparse columns only
+                 else np.concatenate([p[0] for p in self._pending]))
         lo, hi = self.rows, self.rows + n
-        self._dense.resize((hi, NUM_DENSE))
-        self._dense[lo:hi] = dense[:n]
-        self._labels.resize((hi,))
-        self._labels[lo:hi] = labels[:n]
-        for k, ds in enumerate(self._sparse):
+        if self._dense is not None:
+            self._dense.resize((hi, NUM_DENSE))
+            self._dense[lo:hi] = dense[:n]
+            self._labels.resize((hi,))
+            self._labels[lo:hi] = labels[:n]
+        for k, ds in self._sparse:
             ds.resize((hi,))
-            ds[lo:hi] = ids[:n, k].astype(ds.dtype)
+            ds[lo:hi] = ids[:n, k].astype(ds.dtype, copy=False)
         self.rows = hi
         self._pending_rows -= n
         self._pending = [(dense[n:], ids[n:], labels[n:])] if self._pending_rows else []

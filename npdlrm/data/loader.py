@@ -119,18 +119,34 @@ class BatchLoader:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         if int(seed) < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        shuffle = (split == "train") if shuffle is None else shuffle
+        if shuffle != "day":
+            shuffle = bool(shuffle)
         self.data, self.split = data, split
         self.batch_size, self.seed, self.drop_last = int(batch_size), int(seed), bool(drop_last)
-        self.shuffle = (split == "train") if shuffle is None else bool(shuffle)
+        self.shuffle = shuffle
         self.chunk_rows, self.window_chunks = int(chunk_rows), int(window_chunks)
         self.prefetch, self.rank, self.world_size = int(prefetch), int(rank), int(world_size)
         # the tables whose columns are read (None: all; the others' indices and offsets
         # are None): a distributed rank reads only the tables it needs
         self.tables = None if tables is None else sorted(int(k) for k in tables)
-        self.chunks = [(s, min(s + self.chunk_rows, stop))
-                       for start, stop in data.split_ranges(split)
-                       for s in range(int(start), int(stop), self.chunk_rows)]
+        # chunks of each day ("day": no chunk crosses a day, rows stay in their day)
+        self.day_chunks = [[(s, min(s + self.chunk_rows, stop))
+                            for s in range(int(start), int(stop), self.chunk_rows)]
+                           for start, stop in self._ranges(data, split)]
+        self.chunks = [c for day in self.day_chunks for c in day]
         self.num_rows = sum(e - s for s, e in self.chunks)
+
+    def _ranges(self, data, split):
+        """The split's row ranges; cut at the day boundaries when shuffling by day."""
+        ranges = data.split_ranges(split)
+        if self.shuffle != "day":
+            return ranges
+        if not hasattr(data, "day_rows"):
+            raise ValueError("shuffling within days needs data with days (day_rows)")
+        bounds = np.cumsum([0] + [int(d) for d in data.day_rows])
+        return [(max(a, int(lo)), min(b, int(hi))) for a, b in ranges
+                for lo, hi in zip(bounds[:-1], bounds[1:]) if max(a, lo) < min(b, hi)]
 
     def __len__(self):
         full, rest = divmod(self.num_rows, self.batch_size)
@@ -146,11 +162,21 @@ class BatchLoader:
         return prefetched(source, self.prefetch) if self.prefetch else source
 
     def windows(self, epoch):
-        """[(chunks, seed key or None)] of `epoch` in order; None: rows stay in order."""
+        """[(chunks, seed key or None)] of `epoch` in order; None: rows stay in order.
+
+        shuffle True: chunks in a new order each epoch, rows permuted within windows of
+        `window_chunks` chunks; "day": the same within each day, the days in order."""
         if not self.shuffle:
             return [([c], None) for c in self.chunks]
-        order = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.chunks))
         w = self.window_chunks
+        if self.shuffle == "day":
+            out = []
+            for d, chunks in enumerate(self.day_chunks):
+                order = np.random.default_rng([self.seed, epoch, 0, d]).permutation(len(chunks))
+                out += [([chunks[i] for i in order[j:j + w]], [self.seed, epoch, 1, d, j // w])
+                        for j in range(0, len(order), w)]
+            return out
+        order = np.random.default_rng([self.seed, epoch, 0]).permutation(len(self.chunks))
         return [([self.chunks[i] for i in order[j:j + w]], [self.seed, epoch, 1, j // w])
                 for j in range(0, len(order), w)]
 
@@ -210,3 +236,54 @@ class BatchLoader:
                          _each(sparse, lambda c: np.ascontiguousarray(c[a:b], dtype=np.int64)),
                          [None if c is None else offsets for c in sparse],
                          np.ascontiguousarray(labels[a:b], dtype=np.float32))
+
+
+class BlockLoader:
+    """Batches that are the consecutive blocks of `batch_size` rows of a split (the last
+    one partial), each block one batch, in file order or, with shuffle, in an order that
+    is a function of (seed, epoch) only: the reference's MLPerf binary loader, whose
+    file reads are whole batches and whose shuffle (--mlperf-bin-shuffle) permutes them."""
+
+    def __init__(self, data, batch_size, split="train", shuffle=False, seed=0, rank=0,
+                 world_size=1):
+        if int(batch_size) < 1 or int(seed) < 0 or not 0 <= int(rank) < int(world_size):
+            raise ValueError(f"need batch_size >= 1, seed >= 0 and 0 <= rank < world_size, "
+                             f"got {batch_size}, {seed}, {rank}, {world_size}")
+        self.data, self.split, self.shuffle = data, split, bool(shuffle)
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.tables = None  # as BatchLoader: the tables a distributed rank reads
+        B = self.batch_size
+        self.blocks = [(s, min(s + B, stop)) for start, stop in data.split_ranges(split)
+                       for s in range(int(start), int(stop), B)]
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def order(self, epoch):
+        """The block numbers of `epoch` in the order they are read."""
+        if not self.shuffle:
+            return np.arange(len(self.blocks))
+        return np.random.default_rng([self.seed, epoch, 2]).permutation(len(self.blocks))
+
+    def epoch(self, epoch=0, start_batch=0):
+        n = len(self)
+        if int(epoch) < 0 or not 0 <= int(start_batch) <= n:
+            raise ValueError(f"epoch must be >= 0 and start_batch in [0, {n}], got "
+                             f"epoch={epoch}, start_batch={start_batch}")
+        return self._batches(self.order(int(epoch))[int(start_batch):])
+
+    def _batches(self, blocks):
+        for i in blocks:
+            lo, hi = self.blocks[i]
+            r0, r1 = rank_bounds(hi - lo, self.rank, self.world_size)
+            if self.tables is None:
+                dense, sparse, labels = self.data.read(lo + r0, lo + r1)
+            else:
+                dense, sparse, labels = self.data.read(lo + r0, lo + r1, tables=self.tables)
+            offsets = np.arange(r1 - r0 + 1, dtype=np.int64)
+            yield Minibatch(np.ascontiguousarray(dense, dtype=np.float32),
+                            [None if c is None else np.ascontiguousarray(c, dtype=np.int64)
+                             for c in sparse],
+                            [None if c is None else offsets for c in sparse],
+                            np.ascontiguousarray(labels, dtype=np.float32))

@@ -4,9 +4,12 @@ Missing fields read as 0; negative integers become 0 and the dense value is
 log(float32(x) + 1) in float32. Categorical hex values are either hashed
 (value % max_ind_range) or, with the default dict encoding, taken modulo
 max_ind_range when it is > 0 and then numbered per column in order of first
-appearance (first pass), with an optional frequency threshold. Every output file is
-written under a temporary name and renamed when complete, the manifest last; a rerun
-reuses the dictionary and the part files built with the same options.
+appearance (first pass, first_pass.py; hash tables of criteo_dict.py), with an
+optional frequency threshold. Kaggle without a threshold or memory limit numbers the
+values in the same read that writes the rows (the first-seen ids are final). Every
+output file is written under a temporary name and renamed when complete, the manifest
+last; a rerun reuses the dictionary and the part files built with the same options.
+The memory limit, the workers and MPI change how the work is done, never the output.
 """
 import json
 import os
@@ -15,13 +18,15 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ..atomic import atomic_h5, grow_reservation
-from ..diskspace import h5_size
-from ..signals import check_interrupt
-from . import h5data
+from . import h5data, subsample
 from .criteo_dict import DictionaryBuilder, load_dictionary
-from .criteo_tsv import BLOCK_BYTES, MAX_EXAMPLES, NUM_CAT, read_criteo_tsv
-from .splits import equal_days
+from .criteo_tsv import BLOCK_BYTES, MAX_EXAMPLES, NUM_CAT
+from .first_pass import PassOptions, build_dictionary, reduce_keys
+from .parallel_days import map_days
+from .write_pass import column_groups, dense_from_ints, group_mapper, open_output, write_day
+from .write_pass import write_rows
+
+__all__ = ["preprocess_criteo", "resolve_sources", "dense_from_ints", "PreprocessReport"]
 
 DATASETS = ("kaggle", "terabyte")
 ENCODINGS = ("dict", "hash")
@@ -99,16 +104,6 @@ def _matches(path, dataset, chunk_rows, options, extra=None):
     return all(k in attrs and np.array_equal(attrs[k], v) for k, v in (extra or {}).items())
 
 
-def dense_from_ints(ints):
-    """log(float32(max(x, 0)) + 1) in float32. ints: (n, 13) int64 -> (n, 13) float32."""
-    return np.log(np.maximum(ints, 0).astype(np.float32) + np.float32(1))
-
-
-def _reduce_keys(cats, max_ind_range):
-    """cats: (n, 26) uint64, taken modulo max_ind_range when it is > 0."""
-    return cats % np.uint64(max_ind_range) if max_ind_range > 0 else cats
-
-
 class _Progress:
     """Per-pass counters feeding the user's progress callback."""
 
@@ -121,71 +116,28 @@ class _Progress:
         if self.callback is not None:
             self.callback(self.stage, self.rows, self.bytes_before + block.bytes_done, self.total)
 
-    def file_done(self, path):
+    def file_done(self, path, rows=0):
         self.bytes_before += os.path.getsize(path)
-
-
-def _build_dictionary(files, max_ind_range, threshold, strict, block_bytes, progress):
-    builder = DictionaryBuilder(NUM_CAT)
-    prog = _Progress(progress, "dictionary", sum(os.path.getsize(p) for p in files))
-    for path in files:
-        for block in read_criteo_tsv(path, block_bytes, strict, require_rows=True):
-            builder.add(_reduce_keys(block.cats, max_ind_range))
-            prog.block(block)
-        prog.file_done(path)
-    return builder.finish(threshold)
-
-
-def _write_rows(f, path, table_sizes, mapper, chunk_rows, strict, block_bytes, prog):
-    """Write the valid rows of raw file `path` into h5py.File f.
-
-    Returns (rows, malformed, examples, warnings); a raw file with no valid row raises.
-    """
-    writer = h5data.RowWriter(f, table_sizes, chunk_rows)
-    reserve = _space_for_rows(f, table_sizes)
-    malformed, examples, warnings, kept = 0, [], [], 0
-    for block in read_criteo_tsv(path, block_bytes, strict, require_rows=True):
-        reserve(len(block.labels))
-        writer.append(dense_from_ints(block.ints), mapper(block.cats),
-                      block.labels.astype(np.float32))
-        malformed += block.n_malformed
-        kept += len(block.labels)
-        examples.extend(str(m) for m in block.malformed[:MAX_EXAMPLES - len(examples)])
-        if block.truncated:
-            warnings.append(f"{block.truncated}; kept the {kept:,} valid rows read before it")
-        prog.block(block)
-    writer.close()
-    prog.file_done(path)
-    return writer.rows, malformed, examples, warnings
-
-
-def _space_for_rows(f, table_sizes):
-    """reserve(n): hold the disk space of n more rows for the file f (opened by _atomic_h5)
-    before they are written, and act on a SIGINT / SIGTERM deferred meanwhile."""
-    row_bytes = 4 * (h5data.NUM_DENSE + 1) + sum(
-        np.dtype(h5data.sparse_dtype(n)).itemsize for n in table_sizes)
-    rows = [0]
-
-    def reserve(n):
-        check_interrupt()
-        rows[0] += n
-        grow_reservation(f, h5_size(rows[0] * row_bytes, 3 + len(table_sizes)))
-    return reserve
-
-
-def _atomic_h5(path):
-    """h5data.atomic_h5 (same temporary name) with the space reserved as rows come
-    (`_space_for_rows`): a full disk raises DiskFullError, the previous file untouched."""
-    return atomic_h5(path, h5_size(0, 0), tmp=h5data.partial_path(path),
-                     rdcc_nbytes=h5data.CHUNK_CACHE_BYTES)
+        self.rows += rows
+        if rows and self.callback is not None:
+            self.callback(self.stage, self.rows, self.bytes_before, self.total)
 
 
 def preprocess_criteo(raw, out, dataset="kaggle", encoding="dict", max_ind_range=-1,
                       frequency_threshold=0, strict=False, days=None, chunk_rows=32768,
-                      force=False, progress=None, block_bytes=BLOCK_BYTES) -> PreprocessReport:
+                      force=False, progress=None, block_bytes=BLOCK_BYTES, memory_limit=0,
+                      workers=1, comm=None, sub_sample_rate=0.0,
+                      sub_sample_seed=123) -> PreprocessReport:
     """Preprocess raw Criteo TSV into the processed HDF5 file `out` (see module doc).
 
-    progress: optional callable(stage, rows_done, bytes_done, bytes_total), once a block.
+    progress: optional callable(stage, rows_done, bytes_done, bytes_total), once a block
+    (once a day file with workers). memory_limit: bytes the dictionary's tables may
+    take (0: no limit); over it the first pass spills key runs to disk and the write
+    pass reads the raw files once per group of columns whose tables fit. workers: local
+    processes for the day files of Terabyte; comm: an MPI communicator (npdlrm.parallel
+    .comm) whose ranks share the days. Neither changes the output. Local workers are
+    spawned processes: a script calling this with workers > 1 needs the usual
+    `if __name__ == "__main__":` guard.
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
@@ -198,7 +150,11 @@ def preprocess_criteo(raw, out, dataset="kaggle", encoding="dict", max_ind_range
                          "encoding='dict' only")
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    chunk_rows = int(chunk_rows)
+    if int(memory_limit) < 0:
+        raise ValueError(f"memory_limit must be >= 0 bytes, got {memory_limit}")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    chunk_rows, workers = int(chunk_rows), int(workers)
     files = resolve_sources(raw, dataset, days)
     if dataset == "kaggle":
         days = DEFAULT_DAYS["kaggle"] if days is None else int(days)
@@ -210,86 +166,127 @@ def preprocess_criteo(raw, out, dataset="kaggle", encoding="dict", max_ind_range
     folder = os.path.dirname(out)
     os.makedirs(folder, exist_ok=True)
     stem = os.path.splitext(os.path.basename(out))[0]
-    options = _options(encoding, max_ind_range, threshold, files)
+    options = subsample.options_with(_options(encoding, max_ind_range, threshold, files),
+                                     sub_sample_rate, sub_sample_seed)
     out_options = dict(options, days=days) if dataset == "kaggle" else options
+    opts = PassOptions(encoding, max_ind_range, threshold, bool(strict), int(block_bytes),
+                       int(memory_limit))
 
     if not force and _matches(out, dataset, chunk_rows, out_options) and _parts_present(out):
         return _report_existing(out)
+    # --data-sub-sample-rate: thinned copies of the training days replace the raw files
+    thinned = os.path.join(folder, f".{stem}.subsampled")
+    files, last_rows = subsample.sample_sources(files, dataset, days, sub_sample_rate,
+                                                sub_sample_seed, thinned, strict, comm)
 
-    dictionary, dict_reused = None, False
+    dictionary, dict_reused, dict_path = None, False, None
+    # Kaggle without threshold or limit: one pass; the first-seen ids are the final ones
+    one_pass = dataset == "kaggle" and encoding == "dict" and not threshold and not memory_limit
     if encoding == "dict":
         dict_path = os.path.join(folder, f"{stem}.dict.h5")
-        dictionary = None if force else load_dictionary(dict_path, options)
+        serial = workers == 1 and (comm is None or comm.size == 1)
+        dictionary = None if force else load_dictionary(dict_path, options,
+                                                        load=serial and not memory_limit)
         dict_reused = dictionary is not None
+        if dictionary is None and one_pass:
+            report = _kaggle_one_pass(files[0], out, dict_path, options, out_options, opts,
+                                      days, chunk_rows, progress, last_rows)
+            subsample.cleanup(thinned)
+            return report
         if dictionary is None:
-            dictionary = _build_dictionary(files, max_ind_range, threshold, strict,
-                                           block_bytes, progress)
-            dictionary.save(dict_path, options)
+            prog = _Progress(progress, "dictionary", sum(os.path.getsize(p) for p in files))
+            dictionary = build_dictionary(
+                files, opts, dict_path, options, os.path.join(folder, f".{stem}.spill"),
+                workers, comm, on_block=prog.block, on_file=prog.file_done)
         table_sizes = dictionary.table_sizes
-
-        def mapper(cats):
-            return dictionary.map(_reduce_keys(cats, max_ind_range))
         sha = dictionary.sha256()
     else:
         table_sizes = (max_ind_range,) * NUM_CAT
-
-        def mapper(cats):
-            return (cats % np.uint64(max_ind_range)).astype(np.int64)
         sha = None
 
     prog = _Progress(progress, "write", sum(os.path.getsize(p) for p in files))
     common = dict(dataset=dataset, chunk_rows=chunk_rows)
     if dataset == "kaggle":
-        with _atomic_h5(out) as f:
-            rows, bad, examples, warns = _write_rows(f, files[0], table_sizes, mapper,
-                                                     chunk_rows, strict, block_bytes, prog)
-            day_rows = equal_days(rows, days)
+        groups = column_groups(dictionary, opts.memory_limit)
+        with open_output(out) as f:
+            rows, bad, examples, warns = write_rows(f, files[0], table_sizes,
+                                                    group_mapper(opts, dictionary, groups),
+                                                    opts, chunk_rows, groups, prog.block)
+            day_rows = subsample.day_rows_after(rows, days, last_rows)
             pre = dict(out_options, dictionary_sha256=sha, malformed_rows=bad,
                        malformed_examples=examples, warnings=warns)
             h5data.write_root_attrs(f, table_sizes=table_sizes, day_rows=day_rows, parts=[],
                                     preprocessing=pre, **common)
+        subsample.cleanup(thinned)
         return PreprocessReport(out, rows, bad, examples, tuple(table_sizes), tuple(day_rows),
                                 dictionary_reused=dict_reused, warnings=warns)
 
-    day_rows, bad_total, all_examples, names, reused, all_warns = [], 0, [], [], 0, []
+    names = [f"{stem}_day_{day}.h5" for day in range(len(files))]
+    results, todo = [None] * len(files), []
     for day, src in enumerate(files):
-        name = f"{stem}_day_{day}.h5"
-        part = os.path.join(folder, name)
+        part = os.path.join(folder, names[day])
         part_opts = dict(_options(encoding, max_ind_range, threshold, [src]),
                          dictionary_sha256=sha)
         if not force and _matches(part, dataset, chunk_rows, part_opts,
                                   {"day": day, "table_sizes": table_sizes}) \
                 and _part_sha(part) == sha:
-            attrs = h5data.read_attrs(part)
-            rows = int(attrs["num_rows"])
-            bad = int(attrs["preprocessing"]["malformed_rows"])
-            examples = attrs["preprocessing"]["malformed_examples"]
-            warns = list(attrs["preprocessing"].get("warnings", []))
+            pre = h5data.read_attrs(part)["preprocessing"]
+            results[day] = (int(h5data.read_attrs(part)["num_rows"]), int(pre["malformed_rows"]),
+                            pre["malformed_examples"], list(pre.get("warnings", [])))
             prog.file_done(src)
-            reused += 1
         else:
-            with _atomic_h5(part) as f:
-                rows, bad, examples, warns = _write_rows(f, src, table_sizes, mapper,
-                                                         chunk_rows, strict, block_bytes, prog)
-                pre = dict(part_opts, malformed_rows=bad, malformed_examples=examples,
-                           warnings=warns)
-                h5data.write_root_attrs(f, table_sizes=table_sizes, day_rows=[rows], parts=[],
-                                        preprocessing=pre, **common)
-                f.attrs["day"] = np.int64(day)
-        day_rows.append(rows)
-        bad_total += bad
-        all_examples.extend(examples[:MAX_EXAMPLES - len(all_examples)])
-        all_warns.extend(warns)
-        names.append(name)
-    with _atomic_h5(out) as f:
-        pre = dict(out_options, dictionary_sha256=sha, malformed_rows=bad_total,
-                   malformed_examples=all_examples, warnings=all_warns)
-        h5data.write_root_attrs(f, table_sizes=table_sizes, day_rows=day_rows, parts=names,
-                                preprocessing=pre, **common)
+            todo.append((day, src, part, table_sizes, opts, chunk_rows, part_opts, common))
+    parallel = (comm is not None and comm.size > 1) or (workers > 1 and len(todo) > 1)
+    if parallel:  # each process loads the dictionary from its file
+        size = comm.size if comm is not None and comm.size > 1 else min(workers, len(todo))
+        args = [t + ((dict_path, options), None, opts.memory_limit // size) for t in todo]
+    else:
+        args = [t + (None, dictionary, opts.memory_limit, prog.block) for t in todo]
+    done = map_days(write_day, args, workers if parallel else 1, comm,
+                    on_done=lambda i, r: prog.file_done(todo[i][1], r[0] if parallel else 0))
+    for t, r in zip(todo, done):
+        results[t[0]] = r
+    day_rows = [r[0] for r in results]
+    bad_total = sum(r[1] for r in results)
+    all_examples = [e for r in results for e in r[2]][:MAX_EXAMPLES]
+    all_warns = [w for r in results for w in r[3]]
+    if comm is None or comm.rank == 0:
+        with open_output(out) as f:
+            pre = dict(out_options, dictionary_sha256=sha, malformed_rows=bad_total,
+                       malformed_examples=all_examples, warnings=all_warns)
+            h5data.write_root_attrs(f, table_sizes=table_sizes, day_rows=day_rows,
+                                    parts=names, preprocessing=pre, **common)
+    if comm is not None and comm.size > 1:
+        comm.barrier()
+    subsample.cleanup(thinned)
     return PreprocessReport(out, sum(day_rows), bad_total, all_examples, tuple(table_sizes),
-                            tuple(day_rows), dictionary_reused=dict_reused, parts_reused=reused,
+                            tuple(day_rows), dictionary_reused=dict_reused,
+                            parts_reused=len(files) - len(todo),
                             part_paths=[os.path.join(folder, n) for n in names],
                             warnings=all_warns)
+
+
+def _kaggle_one_pass(src, out, dict_path, options, out_options, opts, days, chunk_rows,
+                     progress, last_rows):
+    """Dictionary and processed file in one read of `src` (no threshold, no spill)."""
+    builder = DictionaryBuilder(NUM_CAT)
+    prog = _Progress(progress, "write", os.path.getsize(src))
+    groups = [list(range(NUM_CAT))]
+
+    def map_ids(cats, columns):
+        return builder.add(reduce_keys(cats, opts.max_ind_range), ids=True)
+    with open_output(out) as f:  # ids are int32: any table size <= 2**31 - 1 writes them
+        rows, bad, examples, warns = write_rows(f, src, (1,) * NUM_CAT, map_ids, opts,
+                                                chunk_rows, groups, prog.block)
+        dictionary = builder.finish(0, dict_path, options)
+        table_sizes = dictionary.table_sizes
+        day_rows = subsample.day_rows_after(rows, days, last_rows)
+        pre = dict(out_options, dictionary_sha256=dictionary.sha256(), malformed_rows=bad,
+                   malformed_examples=examples, warnings=warns)
+        h5data.write_root_attrs(f, table_sizes=table_sizes, day_rows=day_rows, parts=[],
+                                preprocessing=pre, dataset="kaggle", chunk_rows=chunk_rows)
+    return PreprocessReport(out, rows, bad, examples, tuple(table_sizes), tuple(day_rows),
+                            warnings=warns)
 
 
 def _part_sha(path):

@@ -16,6 +16,9 @@ def main(argv=None):
     comm = world()
     try:
         args = parse_train_args(argv)
+        if args.mlperf_grad_accum_iter > 1:
+            raise ValueError(f"--mlperf-grad-accum-iter {args.mlperf_grad_accum_iter}: "
+                             f"gradient accumulation runs in one process only, not under MPI")
     except ValueError as e:  # the same flags on every rank: every rank refuses them
         if comm.rank == 0:
             print(f"npdlrm train: error: {e}", file=sys.stderr)

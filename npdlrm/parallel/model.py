@@ -23,6 +23,7 @@ from ..loss import check_loss
 from ..model import DLRM
 from .agree import agree, attempt
 from .exchange import PooledExchange
+from .plan import refuse_unshardable
 from .shard_ops import update_rows
 
 TIMERS = ("compute", "alltoall", "allreduce")
@@ -38,6 +39,7 @@ class DistributedDLRM:
 
     def __init__(self, config, comm, plan, seed=123, init="reference", alltoall_dtype=None,
                  check_every=0):
+        refuse_unshardable(config)
         if plan.world_size != comm.size:
             raise ValueError(f"the plan is for {plan.world_size} ranks, the communicator has "
                              f"{comm.size}")

@@ -16,6 +16,16 @@ from typing import Tuple
 KINDS = ("table", "row", "column", "replicate")
 
 
+def refuse_unshardable(config):
+    """ValueError naming the first embedding variant of `config` (a DLRMConfig) that a
+    distributed model cannot hold: its tables are not plain (V, D) tables."""
+    for flag, on in (("--qr-flag", config.qr_flag), ("--md-flag", config.md_flag),
+                     ("--weighted-pooling learned", config.weighted_pooling == "learned")):
+        if on:
+            raise ValueError(f"{flag} is not supported in distributed runs yet: its "
+                             f"tables cannot be sharded or exchanged; train in one process")
+
+
 @dataclass(frozen=True)
 class Shard:
     """Rows [rows[0], rows[1]) x columns [cols[0], cols[1]) of a table, on `rank`."""

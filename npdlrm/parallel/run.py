@@ -19,6 +19,9 @@ class SetupError(ValueError):
 class DistributedSetup(LocalSetup):
     """LocalSetup's hooks for a DistributedDLRM over `comm`."""
 
+    # ranks share a node's cores in lockstep: each keeps its share (parallel/launch.py)
+    adapts_threads = False
+
     def __init__(self, comm):
         self.comm = comm
         self.is_root = comm.rank == 0
