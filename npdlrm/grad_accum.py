@@ -14,7 +14,6 @@ the model and of the window's batches: a run resumed mid-window recomputes them
 (`Trainer` replays the window's first batches) instead of storing them.
 """
 from .embedding import join_jobs
-from .loss import check_loss
 
 
 class GradientAccumulator:
@@ -46,17 +45,9 @@ class GradientAccumulator:
         try:
             batch = model.check_batch(dense, indices, offsets, labels, per_sample_weights,
                                       True)
-            if not self._jobs:
-                model.params.zero_grad()
-            T = model.interaction_input(batch.size)
-            model.lookup(batch, T)
-            model._lap("embedding lookup")
-            logits = model.dense_forward(batch.dense, T, keep=True)
-            loss, dz = model.loss(logits, batch.labels)
-            check_loss(loss, model.state_dict)
-            model._lap("loss")
-            dz /= self.k  # the window's mean: each batch counts 1/K
-            dT = model.dense_backward(dz)  # adds into model.params.grad
+            # the window's mean: each batch counts 1/K; its dense grads add up
+            loss, dT = model.forward_backward(batch, zero_grad=not self._jobs,
+                                              divide_by=self.k)
             # detached: the next batch reuses dT's buffer and the loader the bags'
             jobs = [job.detach() for job in model.embedding_backward(dT, batch)]
         except BaseException:

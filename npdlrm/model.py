@@ -144,9 +144,12 @@ class DLRM:
         if self.profile is not None:
             self.profile.lap(stage)
 
-    def _forward_backward(self, batch):
-        """Returns (loss, dT) with the dense grads in self.params.grad."""
-        self.params.zero_grad()
+    def forward_backward(self, batch, zero_grad=True, divide_by=None):
+        """Returns (loss, dT) with the dense grads in self.params.grad (added to them when
+        zero_grad is False); divide_by: the loss gradient is divided by it (a gradient
+        accumulation window's K)."""
+        if zero_grad:
+            self.params.zero_grad()
         T = self.interaction_input(batch.size)
         self.lookup(batch, T)
         self._lap("embedding lookup")
@@ -154,6 +157,8 @@ class DLRM:
         loss, dz = self.loss(logits, batch.labels)
         check_loss(loss, self.state_dict)
         self._lap("loss")
+        if divide_by is not None:
+            dz /= divide_by
         return loss, self.dense_backward(dz)
 
     def probabilities(self, logits):
@@ -174,7 +179,7 @@ class DLRM:
     def loss_and_grad(self, dense, indices, offsets, labels, per_sample_weights=None):
         """Returns (loss, grads): grads keyed like state_dict, tables as SparseGrad."""
         batch = self.check_batch(dense, indices, offsets, labels, per_sample_weights, True)
-        loss, dT = self._forward_backward(batch)
+        loss, dT = self.forward_backward(batch)
         jobs = self.embedding_backward(dT, batch)
         grads = {name: g.copy() for name, g in self.params.grads.items()}
         for name, job in zip(self.embeddings.names, jobs):
@@ -192,7 +197,7 @@ class DLRM:
         optimizer.bind(self)
         lr = optimizer.lr
         self._lap("batch check")
-        loss, dT = self._forward_backward(batch)
+        loss, dT = self.forward_backward(batch)
         jobs = self.embedding_backward(dT, batch)
         optimizer.step_dense(self.params, lr)
         self._lap("dense optimizer")

@@ -213,7 +213,7 @@ def test_joined_jobs_of_two_batches_sum_their_gradients(name):
         if seed:
             indices = [np.asarray(i)[::-1].copy() for i in indices]
         batch = model.check_batch(dense, indices, offsets, labels, need_labels=True)
-        _, dT = model._forward_backward(batch)
+        _, dT = model.forward_backward(batch)
         jobs = [job.detach() for job in model.embedding_backward(dT, batch)]
         windows.append(jobs)
         for t, job in zip(model.embeddings.tables, jobs):
