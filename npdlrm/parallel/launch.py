@@ -4,9 +4,12 @@ Failures end the whole job: an exception on any rank is printed with its rank an
 job is aborted (MPI_Abort), so no rank is left waiting in a collective.
 """
 import sys
+import time
 import traceback
 
 from .comm import world
+
+ABORT_GRACE_S = 0.5  # between a failing rank's report and MPI_Abort
 
 
 def main(argv=None):
@@ -36,6 +39,7 @@ def main(argv=None):
         if comm.size > 1:
             sys.stdout.flush()
             sys.stderr.flush()
+            time.sleep(ABORT_GRACE_S)  # mpiexec forwards the report before the abort
             comm.abort(code)
         return code
 
@@ -52,6 +56,7 @@ def _report(exc, comm):
     if isinstance(exc, (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError)):
         print(f"npdlrm train ({where}): error: {exc}", file=sys.stderr)
         return 2
-    print(f"npdlrm train ({where}): failed:", file=sys.stderr)
-    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    # one write: the abort that follows may cut off a report printed in pieces
+    sys.stderr.write(f"npdlrm train ({where}): failed:\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__)))
     return 1
