@@ -97,4 +97,4 @@ def test_bad_files_are_named(tmp_path):
 def test_table_paths_replace_j_in_the_file_name_only():
     assert table_profile_paths("./input/dist_emb_j.log", 2) == ["./input/dist_emb_0.log",
                                                                "./input/dist_emb_1.log"]
-    assert table_profile_paths("/home/jo/dist_j.log", 1) == ["/home/jo/dist_0.log"]
+    assert table_profile_paths("runs_j/jo/dist_j.log", 1) == ["runs_j/jo/dist_0.log"]
