@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from .minibatch import Minibatch
+from .minibatch import Minibatch, check_position
 from .splits import SPLITS
 
 DEFAULT_CHUNK_ROWS = 32768
@@ -155,9 +155,7 @@ class BatchLoader:
     def epoch(self, epoch=0, start_batch=0):
         """Iterator of this rank's Minibatches of `epoch`, from batch `start_batch` on."""
         n = len(self)
-        if int(epoch) < 0 or not 0 <= int(start_batch) <= n:
-            raise ValueError(f"epoch must be >= 0 and start_batch in [0, {n}], got "
-                             f"epoch={epoch}, start_batch={start_batch}")
+        check_position(epoch, start_batch, n)
         source = self._batches(int(epoch), int(start_batch))
         return prefetched(source, self.prefetch) if self.prefetch else source
 
@@ -268,9 +266,7 @@ class BlockLoader:
 
     def epoch(self, epoch=0, start_batch=0):
         n = len(self)
-        if int(epoch) < 0 or not 0 <= int(start_batch) <= n:
-            raise ValueError(f"epoch must be >= 0 and start_batch in [0, {n}], got "
-                             f"epoch={epoch}, start_batch={start_batch}")
+        check_position(epoch, start_batch, n)
         return self._batches(self.order(int(epoch))[int(start_batch):])
 
     def _batches(self, blocks):

@@ -17,3 +17,12 @@ class Minibatch(NamedTuple):
     @property
     def size(self):
         return self.dense.shape[0]
+
+
+def check_position(epoch, start_batch, num_batches):
+    """(epoch, start_batch) as ints, or ValueError unless epoch >= 0 and start_batch is in
+    [0, num_batches]: the one check of every loader's `epoch(epoch, start_batch)`."""
+    if int(epoch) < 0 or not 0 <= int(start_batch) <= num_batches:
+        raise ValueError(f"epoch must be >= 0 and start_batch in [0, {num_batches}], got "
+                         f"epoch={epoch}, start_batch={start_batch}")
+    return int(epoch), int(start_batch)

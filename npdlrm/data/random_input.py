@@ -19,7 +19,7 @@ batches 0..i-1 (a resume regenerates and drops them).
 import numpy as np
 
 from .loader import rank_bounds, slice_rows
-from .minibatch import Minibatch
+from .minibatch import Minibatch, check_position
 from .trace import generate_lru
 
 INDEX_DISTRIBUTIONS = ("uniform", "gaussian", "trace")
@@ -146,9 +146,7 @@ class ReferenceStreamLoader:
         return self._len
 
     def epoch(self, epoch=0, start_batch=0):
-        if int(epoch) < 0 or not 0 <= int(start_batch) <= self._len:
-            raise ValueError(f"epoch must be >= 0 and start_batch in [0, {self._len}], got "
-                             f"epoch={epoch}, start_batch={start_batch}")
+        check_position(epoch, start_batch, self._len)
         return self._iterate(int(start_batch))
 
     def _iterate(self, start_batch):

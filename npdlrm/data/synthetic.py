@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .loader import rank_bounds, slice_rows
-from .minibatch import Minibatch
+from .minibatch import Minibatch, check_position
 
 SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 DISTRIBUTIONS = ("random", "power-law")
@@ -249,9 +249,7 @@ class SyntheticLoader:
 
     def epoch(self, epoch=0, start_batch=0):
         """Iterator of this rank's slice of batches start_batch .. len-1."""
-        if int(epoch) < 0 or not 0 <= int(start_batch) <= self._len:
-            raise ValueError(f"epoch must be >= 0 and start_batch in [0, {self._len}], got "
-                             f"epoch={epoch}, start_batch={start_batch}")
+        check_position(epoch, start_batch, self._len)
         return self._iterate(int(start_batch))
 
     def _iterate(self, start_batch):
