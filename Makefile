@@ -4,18 +4,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test train bench bench-mpi bench-inference clean
+.PHONY: install test train bench bench-mpi bench-inference gpu-check bench-gpu clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,mpi]'
+	$(PY) -m pip install --quiet -e '.[test,mpi,cuda-check]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# NPDLRM_REQUIRE_NVRTC: a missing NVRTC fails the CUDA compile checks instead of skipping
 test: $(STAMP)
-	$(VENV)/bin/pytest -q tests
+	NPDLRM_REQUIRE_NVRTC=1 $(VENV)/bin/pytest -q tests
 
 # `make train`: a real run on synthetic data with a planted model, about a minute on
 # 2 cores; the same flags as the reference dlrm_s_pytorch.py (`npdlrm train --help`).
@@ -45,6 +46,23 @@ bench-mpi: $(STAMP)
 # onnxruntime on the exported graph, each skipped with its reason when absent
 bench-inference: $(STAMP)
 	$(PY) bench/bench_inference.py $(ARGS)
+
+# On a GPU machine (no internet; CuPy, numba, h5py, tqdm, pytest, mpi4py already there):
+# no venv and nothing downloaded, the checkout is only registered with that Python.
+# gpu-check: the GPU tests, the backend-parameterised tests and a short GPU benchmark in
+# under 8 minutes, log in runs/gpu-check.log (ARGS e.g. --log PATH); bench-gpu: the GPU
+# benchmark alone (ARGS e.g. --batch-sizes 2048,16384 --steps 100 --out runs/gpu.json).
+GPU_PYTHON ?= python3
+
+# (should pip refuse, e.g. an externally managed Python, gpu_check.py loads the checkout
+# through a path shim instead and says so)
+gpu-check:
+	-$(GPU_PYTHON) -m pip install --no-deps --no-build-isolation -e . --quiet
+	$(GPU_PYTHON) bench/gpu_check.py $(ARGS)
+
+bench-gpu:
+	$(GPU_PYTHON) -m pip install --no-deps --no-build-isolation -e . --quiet
+	$(GPU_PYTHON) bench/bench_gpu.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -8,7 +8,8 @@ setup(
     long_description_content_type="text/markdown",
     # kernels/ ships inside the package as npdlrm.kernels (a top-level `kernels` is
     # another PyPI project)
-    packages=["npdlrm", "npdlrm.kernels", "npdlrm.data", "npdlrm.cli", "npdlrm.parallel"],
+    packages=["npdlrm", "npdlrm.kernels", "npdlrm.kernels.cpu", "npdlrm.kernels.cuda",
+              "npdlrm.data", "npdlrm.cli", "npdlrm.parallel"],
     package_dir={"npdlrm": "npdlrm", "npdlrm.kernels": "kernels"},
     python_requires=">=3.9",
     # tqdm: the training progress bar (loss, samples/s, ETA); matplotlib only for `npdlrm plot`
@@ -20,6 +21,11 @@ setup(
                     "onnx": ["onnx>=1.13", "onnxruntime>=1.14"],
                     # mlperf: MLPerf log events of `train --mlperf-logging` (optional)
                     "mlperf": ["mlperf-logging>=3"],
+                    # gpu: `train --use-gpu` (CuPy for CUDA 12; cupy-cuda13x serves too)
+                    "gpu": ["cupy-cuda12x>=13"],
+                    # cuda-check: NVRTC compiles every CUDA kernel to PTX in the tests, on a
+                    # machine with no GPU (CuPy's bindings and NVIDIA's NVRTC library)
+                    "cuda-check": ["cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12"],
                     "test": ["pytest>=7", "matplotlib>=3.5", "mpi4py>=3.1", "mpich",
                              "onnx>=1.13", "onnxruntime>=1.14"]},
     entry_points={"console_scripts": ["npdlrm = npdlrm.cli:main"]},

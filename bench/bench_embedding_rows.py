@@ -27,7 +27,7 @@ from numba import prange  # noqa: E402
 
 from npdlrm import kernels  # noqa: E402
 from npdlrm.kernels._numba import jit, pjit  # noqa: E402
-from npdlrm.kernels.embedding_bag import (  # noqa: E402
+from npdlrm.kernels.cpu.embedding_bag import (  # noqa: E402
     BAG_CHUNK, PARALLEL_MIN_WORK, SEGMENT_CHUNK, prepare)
 
 KAGGLE_TABLE_SIZES = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683,

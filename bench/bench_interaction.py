@@ -13,7 +13,7 @@ import numba
 
 sys.path.insert(0, os.path.dirname(__file__))
 import interaction_baseline as old  # noqa: E402
-from npdlrm.kernels import interaction as new  # noqa: E402
+from npdlrm.kernels.cpu import interaction as new  # noqa: E402
 
 
 def median_ms(fns, repeats):

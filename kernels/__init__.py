@@ -1,31 +1,14 @@
-"""Numba CPU kernels of npdlrm.
+"""The kernels of npdlrm.
 
-Every launcher takes its outputs first, runs a serial kernel for small work
-and a parallel one above a work threshold; both give bitwise identical
-results, whatever the Numba thread count.
+The compute kernels have two homes with the same names and signatures: `cpu` (Numba)
+and `cuda` (CUDA source compiled by CuPy on first use). `npdlrm.backend.kernels(*arrays)`
+is the one place that picks between them. This package's own namespace re-exports the
+CPU ones; the data kernels (Criteo parsing, the hash dictionary) and the quantized
+lookups run on the CPU only.
 """
-from .bias_relu import bias_backward, bias_forward, bias_relu_forward, relu_bias_backward
+from .cpu import *  # noqa: F401,F403
+from .cpu import __all__ as _compute
 from .criteo_parse import parse_criteo_lines
-from .embedding_bag import embedding_bag_forward, embedding_bag_grad
-from .embedding_update import (
-    embedding_adagrad_update,
-    embedding_rowwise_adagrad_update,
-    embedding_sgd_update,
-)
-from .interaction import dot_interaction_backward, dot_interaction_forward, pair_indices
+from .pairs import num_pairs, pair_indices
 
-__all__ = [
-    "embedding_bag_forward",
-    "embedding_bag_grad",
-    "embedding_sgd_update",
-    "embedding_adagrad_update",
-    "embedding_rowwise_adagrad_update",
-    "dot_interaction_forward",
-    "dot_interaction_backward",
-    "pair_indices",
-    "bias_relu_forward",
-    "bias_forward",
-    "relu_bias_backward",
-    "bias_backward",
-    "parse_criteo_lines",
-]
+__all__ = list(_compute) + ["num_pairs", "pair_indices", "parse_criteo_lines"]

@@ -13,7 +13,7 @@ import numpy as np
 from numba import prange
 
 from ._numba import jit, pjit, prefetch_read, prefetch_write
-from .embedding_bag import BAG_CHUNK, FORWARD_PARALLEL_MIN_WORK, PREFETCH_AHEAD
+from .cpu.embedding_bag import BAG_CHUNK, FORWARD_PARALLEL_MIN_WORK, PREFETCH_AHEAD
 
 FP16, INT8, INT4 = 0, 1, 2
 KINDS = {"float16": FP16, "int8": INT8, "int4": INT4}

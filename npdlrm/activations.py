@@ -4,8 +4,7 @@ Each derivative is a function of the activation's output y, so a layer keeps onl
 output for the backward. ReLU's hot path is fused with the bias in the kernels
 (linear.py); the functions here serve every activation, ReLU included.
 """
-import numpy as np
-
+from .backend import get_array_module
 from .loss import sigmoid
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -20,12 +19,13 @@ def check_activation(name):
 
 def activation_forward(name, y):
     """In place y = f(y); y: (B, n) float. Returns y."""
+    xp = get_array_module(y)
     if name == "relu":
-        np.maximum(y, 0, out=y)
+        xp.maximum(y, 0, out=y)
     elif name == "sigmoid":
         y[...] = sigmoid(y)
     elif name == "tanh":
-        np.tanh(y, out=y)
+        xp.tanh(y, out=y)
     else:
         check_activation(name)
     return y
@@ -36,8 +36,9 @@ def activation_backward(name, dy, y):
 
     relu: 1 where y > 0 (else 0, as torch's threshold backward); sigmoid: y (1 - y);
     tanh: 1 - y^2."""
+    xp = get_array_module(dy)
     if name == "relu":
-        dy[...] = np.where(y > 0, dy, 0)
+        dy[...] = xp.where(y > 0, dy, 0)
     elif name == "sigmoid":
         dy *= y * (1 - y)
     elif name == "tanh":

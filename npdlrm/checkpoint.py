@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_h5, partial_path
+from .backend import to_host
 from .checkpoint_format import DENSE_STATE_KEYS, FORMAT, FORMAT_VERSION, SHARDED
 from .checkpoint_checks import CHECKSUM_ATTR, array_crc32, sparse_state_kind
 from .checkpoint_reader import Piece, StoredCheckpoint
@@ -63,6 +64,7 @@ def _write_array(group, name, array):
     the CRC-32 of its bytes in attribute CHECKSUM_ATTR (a load verifies it). A SIGINT /
     SIGTERM deferred during the save (npdlrm.atomic) is acted on first."""
     check_interrupt()
+    array = to_host(array)  # a GPU model's arrays: checkpoints do not depend on the device
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
     with sequential_access(array):  # a memory-mapped table (mmap_tables) is read ahead
@@ -203,7 +205,8 @@ def read_checkpoint_info(path):
         return stored.info
 
 
-def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True, verify=True):
+def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True, verify=True,
+                    device=None):
     """Load the checkpoint at `path` (either layout); returns a Checkpoint.
 
     model: load into it (same architecture, else ValueError naming the first difference),
@@ -215,11 +218,20 @@ def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True, verif
     verify: the checks include a pass over every tensor to be read (its CRC-32, finite
     values); verify=False skips it (huge files) and refuses non-finite values only after
     reading them into the model.
+    device: where a model built here lives ('cpu' default, or 'gpu'); a given model stays on
+    its device (a GPU model is read through the host).
     """
     with open_checkpoint(path) as stored:
         config = DLRMConfig.from_dict(stored.config)
         if model is None:
             model = DLRM(config, init="none")
+        target = device or model.device
+        if target == "gpu":
+            model._check_gpu_support()
         optimizer = stored.check(model, optimizer, with_optimizer, verify)
-        stored.load(model, optimizer, verify)
+        model.to("cpu")
+        try:
+            stored.load(model, optimizer, verify)
+        finally:
+            model.to(target)
     return Checkpoint(model, optimizer, stored.info["train_state"], config, stored.path)

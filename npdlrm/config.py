@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .activations import ACTIVATIONS
-from .kernels.interaction import num_pairs
+from .kernels.pairs import num_pairs
 
 INTERACTIONS = ("dot", "cat")
 POOLINGS = ("sum", "mean")

@@ -3,7 +3,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels
+from . import backend
+from .backend import get_array_module
 
 
 class SparseGrad:
@@ -18,7 +19,7 @@ class SparseGrad:
 
     def to_dense(self):
         """The (V, D) dense equivalent (small tables and tests only)."""
-        dense = np.zeros(self.shape, dtype=self.values.dtype)
+        dense = get_array_module(self.values).zeros(self.shape, dtype=self.values.dtype)
         dense[self.rows] = self.values
         return dense
 
@@ -46,9 +47,10 @@ class SparseJob(NamedTuple):
 
     def detach(self):
         """A copy that owns its arrays (a job's dout is often a view of a reused buffer)."""
-        return self._replace(dout=np.array(self.dout), indices=np.array(self.indices),
-                             offsets=np.array(self.offsets),
-                             weights=None if self.weights is None else np.array(self.weights))
+        xp = get_array_module(self.dout)
+        return self._replace(dout=xp.array(self.dout), indices=xp.array(self.indices),
+                             offsets=xp.array(self.offsets),
+                             weights=None if self.weights is None else xp.array(self.weights))
 
 
 def join_jobs(windows, scale=None):
@@ -61,18 +63,20 @@ def join_jobs(windows, scale=None):
     out = []
     for jobs in zip(*windows):
         first = jobs[0]
+        xp = get_array_module(first.dout)
         if any(j.table is not first.table or j.mean != first.mean
                or (j.weights is None) != (first.weights is None) for j in jobs):
             raise ValueError("join_jobs: the batches' jobs must be of the same tables, "
                              "pooling and weighting, in the same order")
-        dout = np.concatenate([j.dout for j in jobs])
+        dout = xp.concatenate([j.dout for j in jobs])
         if scale is not None:
             dout *= dout.dtype.type(scale)
         shifts = np.cumsum([0] + [j.indices.shape[0] for j in jobs[:-1]])
-        offsets = np.concatenate([j.offsets[:-1] + s for j, s in zip(jobs, shifts)]
-                                 + [[sum(j.indices.shape[0] for j in jobs)]])
-        weights = None if first.weights is None else np.concatenate([j.weights for j in jobs])
-        out.append(SparseJob(first.table, dout, np.concatenate([j.indices for j in jobs]),
+        end = xp.asarray([sum(j.indices.shape[0] for j in jobs)], dtype=np.int64)
+        offsets = xp.concatenate([j.offsets[:-1] + int(s) for j, s in zip(jobs, shifts)]
+                                 + [end])
+        weights = None if first.weights is None else xp.concatenate([j.weights for j in jobs])
+        out.append(SparseJob(first.table, dout, xp.concatenate([j.indices for j in jobs]),
                              offsets.astype(np.int64), weights, first.mean))
     return out
 
@@ -105,8 +109,18 @@ class EmbeddingTable:
                              f"{table_id} of shape {self.full_shape}")
         self.state = None  # optimizer accumulator: (V, D) adagrad, (V,) row-wise
         self.state_kind = None
-        # makes zeroed state arrays, np.zeros's signature (mmap_tables: in a mapped file)
+        # makes zeroed state arrays, np.zeros's signature (mmap_tables: in a mapped file;
+        # cupy.zeros on the GPU)
         self.new_state = np.zeros
+
+    def to(self, xp, move):
+        """Move the weights and optimizer state with `move` (array -> array on xp's
+        device); a table in a memory-mapped file stays on the CPU."""
+        if xp is not np and (isinstance(self.weight, np.memmap) or self.new_state is not np.zeros):
+            raise ValueError(f"{self.name}: a memory-mapped table cannot move to the GPU")
+        self.weight = move(self.weight)
+        self.state = None if self.state is None else move(self.state)
+        self.new_state = xp.zeros
 
     @property
     def num_rows(self):
@@ -137,11 +151,12 @@ class EmbeddingTable:
 
     def lookup(self, out, indices, offsets, per_sample_weights=None, mean=False):
         """out: (B, D), may be a strided view; indices: (nnz,); offsets: (B+1,)."""
-        kernels.embedding_bag_forward(out, self.weight, indices, offsets, per_sample_weights, mean)
+        backend.kernels(self.weight).embedding_bag_forward(
+            out, self.weight, indices, offsets, per_sample_weights, mean)
 
     def grad(self, dout, indices, offsets, per_sample_weights=None, mean=False):
         """dout: (B, D), may be a strided view; returns the SparseGrad of this table."""
-        rows, values = kernels.embedding_bag_grad(
+        rows, values = backend.kernels(self.weight).embedding_bag_grad(
             dout, indices, offsets, per_sample_weights, mean, self.num_rows)
         return SparseGrad(rows, values, self.num_rows)
 
@@ -159,15 +174,16 @@ class EmbeddingTable:
     def update(self, kind, lr, eps, dout, indices, offsets, per_sample_weights=None, mean=False):
         """Fused backward + optimizer on the touched rows; dout: (B, D), may be strided."""
         self.ensure_state(kind)
+        k = backend.kernels(self.weight)
         if kind == "sgd":
-            kernels.embedding_sgd_update(self.weight, dout, indices, offsets,
-                                         per_sample_weights, mean, lr)
+            k.embedding_sgd_update(self.weight, dout, indices, offsets, per_sample_weights,
+                                   mean, lr)
         elif kind == "adagrad":
-            kernels.embedding_adagrad_update(self.weight, self.state, dout, indices, offsets,
-                                             per_sample_weights, mean, lr, eps)
+            k.embedding_adagrad_update(self.weight, self.state, dout, indices, offsets,
+                                       per_sample_weights, mean, lr, eps)
         else:
-            kernels.embedding_rowwise_adagrad_update(self.weight, self.state, dout, indices,
-                                                     offsets, per_sample_weights, mean, lr, eps)
+            k.embedding_rowwise_adagrad_update(self.weight, self.state, dout, indices,
+                                               offsets, per_sample_weights, mean, lr, eps)
 
 
 class EmbeddingBagCollection:
@@ -213,8 +229,14 @@ class EmbeddingBagCollection:
                                "lookups run through the distributed model")
 
     def forward(self, out, batch):
-        """out: (B, T, D), e.g. a view of the interaction input; filled with pooled bags."""
+        """out: (B, T, D), e.g. a view of the interaction input; filled with pooled bags
+        (all tables in one kernel call when the batch's bags are packed: a GPU batch)."""
         self._check_whole()
+        if batch.packed is not None:
+            p = batch.packed
+            backend.kernels(out).embedding_bags_forward(
+                out, [t.weight for t in self.tables], p.indices, p.offsets, p.weights, self.mean)
+            return
         for k, table in enumerate(self.tables):
             table.lookup(out[:, k, :], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)
@@ -227,8 +249,17 @@ class EmbeddingBagCollection:
                 for k, table in enumerate(self.tables)]
 
     def update(self, kind, lr, eps, dout, batch):
-        """dout: (B, T, D), may be a view; fused sparse update of every table."""
+        """dout: (B, T, D), may be a view; fused sparse update of every table (in one
+        kernel call when the batch's bags are packed)."""
         self._check_whole()
+        if batch.packed is not None:
+            for t in self.tables:
+                t.ensure_state(kind)
+            p = batch.packed
+            backend.kernels(dout).embedding_bags_update(
+                kind, [t.weight for t in self.tables], [t.state for t in self.tables], dout,
+                p.indices, p.offsets, p.weights, self.mean, lr, eps)
+            return
         for k, table in enumerate(self.tables):
             table.update(kind, lr, eps, dout[:, k, :], batch.indices[k], batch.offsets[k],
                          batch.weights_of(k), self.mean)

@@ -16,6 +16,7 @@ be a memory map of a file.
 import numpy as np
 
 from .activations import activation_forward
+from .backend import to_host
 from .config import DLRMConfig
 from .inputs import make_batch
 from .interaction import make_interaction
@@ -90,7 +91,7 @@ class InferenceModel:
             raise ValueError("quantized inference needs a whole model, not a distributed "
                              "model's shards")
         fmt = table_format(emb_bits)
-        state = model.state_dict()
+        state = {k: to_host(v) for k, v in model.state_dict().items()}  # a GPU model too
         tables = [QuantizedTable.from_weight(state[f"embeddings.{k}.weight"], fmt,
                                              f"table {k}") for k in range(cfg.num_tables)]
         mlp = {}

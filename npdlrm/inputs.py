@@ -1,16 +1,62 @@
 """Checking and normalising one batch before anything is computed or changed."""
+from typing import NamedTuple
+
 import numpy as np
 
+from .backend import array_module, check_device
 from .kernels.validate import BAD_INDEX, BAD_OFFSET, check_bags
+
+
+class PackedBags(NamedTuple):
+    """Every table's bags back to back (what the all-tables kernels take): indices (nnz,)
+    int64; offsets (T, B + 1) int64 positions into indices; weights None or (nnz,)."""
+    indices: object
+    offsets: object
+    weights: object
 
 
 class Batch:
     """A checked batch: dense (B, n); per table indices (nnz,) and offsets (B+1,) int64;
-    optional per-sample weights per table; labels (B,) or None."""
+    optional per-sample weights per table; labels (B,) or None. packed: None, or the
+    PackedBags of a batch on the GPU (`to_device`)."""
 
-    def __init__(self, dense, indices, offsets, labels=None, per_sample_weights=None):
+    def __init__(self, dense, indices, offsets, labels=None, per_sample_weights=None,
+                 packed=None):
         self.dense, self.indices, self.offsets = dense, indices, offsets
         self.labels, self.per_sample_weights = labels, per_sample_weights
+        self.packed = packed
+
+    def to_device(self, device):
+        """This (checked, host) batch on `device`: itself for 'cpu'; for 'gpu' a Batch of
+        CuPy arrays, its bags packed in one upload (per-table arrays are views of it).
+        Every table must be present."""
+        if check_device(device) == "cpu":
+            return self
+        return self.packed_on(array_module(device))
+
+    def packed_on(self, xp):
+        """A Batch of xp's arrays (numpy or cupy) with its bags packed (`PackedBags`): one
+        upload of all tables' bags, the per-table arrays being views of it."""
+        if any(i is None for i in self.indices):
+            raise ValueError("a batch for the GPU needs every table's bags")
+        counts = [i.shape[0] for i in self.indices]
+        starts = np.cumsum([0] + counts[:-1]).astype(np.int64)
+        local = np.stack(self.offsets) if self.offsets else np.zeros((0, self.size + 1), np.int64)
+        idx = xp.asarray(np.concatenate(self.indices).astype(np.int64, copy=False)
+                         if counts else np.zeros(0, np.int64))
+        off = xp.asarray(local + starts[:, None])
+        loc = xp.asarray(local)
+        w = psw = None
+        if self.per_sample_weights is not None:
+            dt = self.dense.dtype
+            w = xp.asarray(np.concatenate([np.ones(c, dt) if a is None else a for a, c
+                                           in zip(self.per_sample_weights, counts)]))
+            psw = [None if a is None else w[s:s + c] for a, s, c
+                   in zip(self.per_sample_weights, starts, counts)]
+        return Batch(xp.asarray(self.dense), [idx[s:s + c] for s, c in zip(starts, counts)],
+                     [loc[k] for k in range(len(counts))],
+                     None if self.labels is None else xp.asarray(self.labels), psw,
+                     PackedBags(idx, off, w))
 
     @property
     def size(self):

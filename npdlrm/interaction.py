@@ -1,8 +1,7 @@
 """Feature interaction: pairwise dot products ('dot') or concatenation ('cat')."""
-import numpy as np
-
-from . import kernels
-from .kernels.interaction import num_pairs
+from . import backend
+from .backend import get_array_module
+from .kernels.pairs import num_pairs
 from .workspace import Workspace
 
 
@@ -18,10 +17,11 @@ class DotInteraction:
 
     def forward(self, T, keep=True):
         """T: (B, F, D) contiguous; returns (B, D + P)."""
-        if self.ws is None or self.ws.dtype != T.dtype:
-            self.ws = Workspace(T.dtype)
+        xp = get_array_module(T)
+        if self.ws is None or self.ws.dtype != T.dtype or self.ws.xp is not xp:
+            self.ws = Workspace(T.dtype, xp)
         out = self.ws.get("out", (T.shape[0], self.out_width))
-        kernels.dot_interaction_forward(out, T, self.self_interaction)
+        backend.kernels(T).dot_interaction_forward(out, T, self.self_interaction)
         self._T = T if keep else None
         return out
 
@@ -29,8 +29,8 @@ class DotInteraction:
         """dout: (B, D + P); returns dT: (B, F, D)."""
         T = self._T
         dT = self.ws.get("dT", T.shape)
-        kernels.dot_interaction_backward(dT, self.ws.contiguous("dout", dout), T,
-                                         self.self_interaction)
+        backend.kernels(T).dot_interaction_backward(
+            dT, self.ws.contiguous("dout", dout), T, self.self_interaction)
         self._T = None
         return dT
 
@@ -46,7 +46,8 @@ class CatInteraction:
         return T.reshape(T.shape[0], self.F * self.D)
 
     def backward(self, dout):
-        return np.ascontiguousarray(dout).reshape(dout.shape[0], self.F, self.D)
+        xp = get_array_module(dout)
+        return xp.ascontiguousarray(dout).reshape(dout.shape[0], self.F, self.D)
 
 
 def make_interaction(kind, F, D, self_interaction=False):

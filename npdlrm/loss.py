@@ -1,11 +1,14 @@
 """Losses on the logit, each returning (mean loss, dloss/dlogit)."""
 import numpy as np
 
+from .backend import get_array_module, to_host
+
 
 def sigmoid(z):
     """Numerically stable logistic function; z: (B,)."""
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+    xp = get_array_module(z)
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
 
 
 def _mean(per, count):
@@ -20,12 +23,13 @@ def bce_with_logits(z, y, weights=None, count=None):
     loss_b = max(z, 0) - z*y + log1p(exp(-|z|)) = -(y log p + (1-y) log(1-p)).
     Returns (loss: float, dz: (B,)) with dz = w (p - y) / count.
     """
+    xp = get_array_module(z)
     B = z.shape[0] if count is None else count
     z64 = z.astype(np.float64)
-    per = np.maximum(z64, 0) - z64 * y + np.log1p(np.exp(-np.abs(z64)))
+    per = xp.maximum(z64, 0) - z64 * y + xp.log1p(xp.exp(-xp.abs(z64)))
     dz = sigmoid(z) - y
     if weights is not None:
-        w = np.asarray(weights, dtype=z.dtype)[y.astype(np.int64)]
+        w = xp.asarray(weights, dtype=z.dtype)[y.astype(np.int64)]
         per = per * w
         dz *= w
     dz /= B
@@ -37,7 +41,7 @@ def mse_on_probability(z, y, count=None):
     B = z.shape[0] if count is None else count
     p = sigmoid(z)
     r = p - y
-    loss = _mean(np.square(r, dtype=np.float64), count)
+    loss = _mean(get_array_module(r).square(r, dtype=np.float64), count)
     dz = 2 * r * p * (1 - p) / B
     return loss, dz.astype(z.dtype, copy=False)
 
@@ -48,9 +52,10 @@ def clamp_logits(z, threshold):
     Returns (clamped z, mask of the entries left alone) or (z, None) when t is 0."""
     if not 0 < threshold < 1:
         return z, None
-    hi = np.log1p(-threshold) - np.log(threshold)  # logit(1 - t)
-    inside = np.abs(z) <= hi
-    return np.clip(z, -hi, hi).astype(z.dtype, copy=False), inside
+    xp = get_array_module(z)
+    hi = np.log1p(-threshold) - np.log(threshold)  # logit(1 - t), a host float
+    inside = xp.abs(z) <= hi
+    return xp.clip(z, -hi, hi).astype(z.dtype, copy=False), inside
 
 
 def compute_loss(kind, z, y, weights=None, count=None):
@@ -77,7 +82,8 @@ def check_loss(loss, parameters=None):
     if np.isfinite(loss):
         return
     message = f"the loss is {loss}: refusing the step, no parameter was changed"
-    arrays = {} if parameters is None else {n: a for n, a in parameters().items() if a.size}
+    arrays = {} if parameters is None else {n: to_host(a) for n, a in parameters().items()
+                                            if a.size}
     bad = {n: int(np.count_nonzero(~np.isfinite(a))) for n, a in arrays.items()}
     bad = {n: c for n, c in bad.items() if c}
     largest = max(((float(np.abs(a).max()), n) for n, a in arrays.items()

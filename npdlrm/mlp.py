@@ -1,6 +1,4 @@
 """A stack of Linear layers with an activation (ReLU: fused with the bias on the hot path)."""
-import numpy as np
-
 from .activations import activation_backward, activation_forward, check_activation
 from .linear import linear_backward, linear_forward
 from .workspace import Workspace
@@ -22,7 +20,7 @@ class MLP:
         n = len(self.sizes) - 1
         self.names = [(f"{prefix}.{i}.weight", f"{prefix}.{i}.bias") for i in range(n)]
         self.relu = [i < n - 1 or relu_last for i in range(n)]  # activated layers
-        self.ws = Workspace(params.dtype)  # activations and gradients, reused
+        self.ws = Workspace(params.dtype, params.xp)  # activations and gradients, reused
         self._inputs = None  # per layer: its input (B, in)
         self._outputs = None  # per layer: its output (B, out)
 

@@ -9,6 +9,7 @@ Tables may be plain, quotient-remainder, mixed-dimension or learned-weight
 """
 import numpy as np
 
+from . import backend
 from .config import DLRMConfig
 from .embedding import EmbeddingBagCollection
 from .embedding_layout import projection_specs
@@ -30,12 +31,19 @@ class DLRM:
     (`npdlrm.parallel`), whose tables are initialised with the whole model's values.
     qr_init: how quotient-remainder tables start (init.qr_bounds): 'symmetric'
     uniform(+-sqrt(1/n)), or 'reference', the reference's uniform(sqrt(1/n), 1).
+    device: 'cpu' or 'gpu' (CuPy): where parameters, optimizer state and batches live
+    (the model is initialised on the CPU, from the same stream, then moved).
     """
 
-    def __init__(self, config, seed=123, init="reference", shards=None, qr_init="symmetric"):
+    def __init__(self, config, seed=123, init="reference", shards=None, qr_init="symmetric",
+                 device="cpu"):
         self.config = config
+        self.device = "cpu"
+        device = backend.check_device(device)
         dtype = np.dtype(config.dtype)
         variants = config.has_embedding_variants
+        if device == "gpu":
+            self._check_gpu_support(shards)
         if variants and shards is not None:
             raise ValueError("quotient-remainder, mixed-dimension and learned-weight tables "
                              "cannot be sharded")
@@ -58,27 +66,66 @@ class DLRM:
                    seed, init)
         if variants:
             self.embeddings.initialize_rest(seed, init, qr_init)
+        if device != "cpu":
+            self.to(device)
 
+    def _check_gpu_support(self, shards=None):
+        """ValueError naming what the GPU path does not run (yet)."""
+        if self.config.has_embedding_variants:
+            raise ValueError("quotient-remainder, mixed-dimension and learned-weight tables "
+                             "run on the CPU only (the GPU path has plain tables)")
+        if shards is not None or not getattr(getattr(self, "embeddings", None), "whole", True):
+            raise ValueError("a sharded (distributed) model runs on the CPU only")
+        backend.cupy_module()  # RuntimeError with the reason when no GPU is usable
+
+    def to(self, device):
+        """Move parameters, optimizer state and scratch buffers to `device` ('cpu' or
+        'gpu') in place; returns self. Checkpoints do not depend on the device."""
+        device = backend.check_device(device)
+        if device == self.device:
+            return self
+        if device == "gpu":
+            self._check_gpu_support()
+        xp = backend.array_module(device)
+
+        def move(a):
+            return backend.to_device(a, device)
+        self.params.to(xp, move)
+        for t in self.embeddings.tables:
+            t.to(xp, move)
+        dtype = self.params.dtype
+        self.ws = Workspace(dtype, xp)
+        self.bottom.ws, self.top.ws = Workspace(dtype, xp), Workspace(dtype, xp)
+        self.interaction.ws = None
+        self.device = device
+        return self
+
+    @property
+    def xp(self):
+        """numpy, or cupy for a model on the GPU."""
+        return self.params.xp
     @classmethod
     def from_arch(cls, arch_mlp_bot, arch_mlp_top, arch_embedding_size, arch_sparse_feature_size,
                   arch_interaction_op="dot", arch_interaction_itself=False, seed=123,
-                  init="reference", qr_init="symmetric", **config):
+                  init="reference", qr_init="symmetric", device="cpu", **config):
         """Build from the reference's arguments, e.g. arch_mlp_bot="13-512-256-64-16",
         arch_mlp_top="512-256-1" (its input width is derived), arch_embedding_size="1460-583".
         Extra keywords (pooling, loss, loss_weights, dtype, the embedding variants' qr_flag
-        etc.) go to DLRMConfig."""
+        etc.) go to DLRMConfig; device: 'cpu' or 'gpu'."""
         cfg = DLRMConfig.from_arch(arch_mlp_bot, arch_mlp_top, arch_embedding_size,
                                    arch_sparse_feature_size, arch_interaction_op,
                                    arch_interaction_itself, **config)
-        return cls(cfg, seed=seed, init=init, qr_init=qr_init)
+        return cls(cfg, seed=seed, init=init, qr_init=qr_init, device=device)
 
     # ---- the stages of a step (a distributed step composes the same ones) -----
     def check_batch(self, dense, indices, offsets, labels=None, per_sample_weights=None,
                     need_labels=False, allow_missing=False):
-        """A checked `inputs.Batch`, or ValueError before anything changes (allow_missing:
-        tables given as None stay None)."""
-        return make_batch(self.config, dense, indices, offsets, labels, per_sample_weights,
-                          need_labels, allow_missing)
+        """A checked `inputs.Batch` on the model's device (checked on the host, then moved),
+        or ValueError before anything changes (allow_missing: tables given as None stay
+        None)."""
+        batch = make_batch(self.config, dense, indices, offsets, labels, per_sample_weights,
+                           need_labels, allow_missing)
+        return batch.to_device(self.device)
 
     def interaction_input(self, batch_size):
         """T: (B, F, W), the reused buffer the stages fill: slot 0 bottom, 1 + k table k
@@ -136,12 +183,17 @@ class DLRM:
 
     def sparse_update(self, optimizer, lr, dT, batch, jobs=None):
         """Fused backward + sparse optimizer of every table; dT: (B, F, W); jobs: what
-        embedding_backward returned (run here when None)."""
+        embedding_backward returned (run here when None). A GPU batch (packed bags) updates
+        every table in one kernel call."""
+        if batch is not None and batch.packed is not None:
+            self.embeddings.update(optimizer.sparse, lr, optimizer.eps, dT[:, 1:, :], batch)
+            return
         for job in jobs if jobs is not None else self.embedding_backward(dT, batch):
             job.update(optimizer.sparse, lr, optimizer.eps)
 
     def _lap(self, stage):
         if self.profile is not None:
+            backend.synchronize(self.params.data)  # a GPU stage's time, not its launch's
             self.profile.lap(stage)
 
     def forward_backward(self, batch, zero_grad=True, divide_by=None):
@@ -164,7 +216,7 @@ class DLRM:
     def probabilities(self, logits):
         """Click probabilities (B,) of logits (B,), clamped as the loss clamps them."""
         z, _ = clamp_logits(logits, self.config.loss_threshold)
-        return sigmoid(z)
+        return backend.to_host(sigmoid(z))
 
     # ---- public API -----------------------------------------------------------
     def predict(self, dense, indices, offsets, per_sample_weights=None):
@@ -249,14 +301,18 @@ class DLRM:
             raise ValueError(f"optimizer state does not match the model: unexpected "
                              f"{unknown[:3]}, missing {missing[:3]}")
         for key, (shape, dtype) in spec.items():
-            a = np.asarray(state[key])
-            if a.shape != tuple(shape) or a.dtype != dtype:
-                raise ValueError(f"optimizer state {key} is {a.shape} {a.dtype}, the model "
-                                 f"needs {tuple(shape)} {np.dtype(dtype)}")
+            a = state[key] if hasattr(state[key], "dtype") else np.asarray(state[key])
+            if tuple(a.shape) != tuple(shape) or a.dtype != dtype:
+                raise ValueError(f"optimizer state {key} is {tuple(a.shape)} {a.dtype}, the "
+                                 f"model needs {tuple(shape)} {np.dtype(dtype)}")
         self.params.state.clear()
-        take = np.array if copy else (lambda a: np.asarray(a, order="C"))
+        xp = self.xp
+
+        def take(a):  # onto the model's device (a copy unless copy=False and already there)
+            return xp.array(a) if copy else xp.ascontiguousarray(xp.asarray(a))
         for k in dense_keys:
-            self.params.state[k] = take(state[f"dense.{k}"])
+            a = state[f"dense.{k}"]
+            self.params.state[k] = np.array(backend.to_host(a)) if k == "adam.step" else take(a)
         for i, t in enumerate(self.embeddings.tables):
             key = f"embeddings.{i}.{sparse_kind}"
             t.state = None  # free the old state first
@@ -264,9 +320,11 @@ class DLRM:
             t.state_kind = sparse_kind
 
     def state_dict(self, copy=False):
-        """Parameters by name: `{bottom,top}_mlp.{i}.{weight,bias}`, `embeddings.{k}.weight`.
+        """Parameters by name: `{bottom,top}_mlp.{i}.{weight,bias}`, `embeddings.{k}.weight`,
+        on the model's device (`backend.to_host` for NumPy).
 
-        Read-only views of the live parameters (copy=True for a snapshot)."""
+        Read-only views of the live parameters (copy=True for a snapshot); CuPy arrays
+        have no read-only flag: a GPU model's views are writable, do not write them."""
         out = dict(self.params.views)
         for name, table in zip(self.embeddings.names, self.embeddings.tables):
             out[name] = table.weight  # embeddings.{k}.weight: shard k when sharded
@@ -274,6 +332,8 @@ class DLRM:
         for name, a in out.items():
             if copy:
                 result[name] = a.copy()
+            elif self.device == "gpu":
+                result[name] = a.view()
             else:
                 v = a.view()
                 v.flags.writeable = False
@@ -291,14 +351,14 @@ class DLRM:
             raise ValueError(f"state dict does not match the model: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
         for name, target in own.items():
-            shape = np.shape(state[name])
+            shape = tuple(getattr(state[name], "shape", None) or np.shape(state[name]))
             if shape != target.shape:
                 raise ValueError(f"{name}: shape {shape} in the state dict, {target.shape} in "
                                  f"the model")
         for name in self.params.names:
-            self.params.views[name][...] = state[name]
+            backend.copy_into(self.params.views[name], state[name])
         for name, table in zip(self.embeddings.names, self.embeddings.tables):
-            table.weight[...] = state[name]
+            backend.copy_into(table.weight, state[name])
 
     def num_parameters(self):
         return self.params.size + sum(t.weight.size for t in self.embeddings.tables)

@@ -23,8 +23,9 @@ import os
 import numpy as np
 
 from .atomic import atomic_write
+from .backend import to_host
 from .inference import InferenceModel, check_plain, mlp_names
-from .kernels.interaction import pair_indices
+from .kernels.pairs import pair_indices
 
 OPSET = 17
 IR_VERSION = 8
@@ -111,7 +112,8 @@ def build_onnx(model):
         if not getattr(model.embeddings, "whole", False):
             raise ValueError("ONNX export needs a whole model, not a distributed model's "
                              "shards")
-        weights = {n: np.asarray(a, np.float32) for n, a in model.state_dict().items()}
+        weights = {n: np.asarray(to_host(a), np.float32)  # a GPU model's too
+                   for n, a in model.state_dict().items()}
     else:
         weights = model.float_weights()
     cfg = model.config

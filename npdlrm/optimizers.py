@@ -7,6 +7,7 @@ import weakref
 
 import numpy as np
 
+from .backend import get_array_module
 from .lr_policy import LRPolicy
 
 SPARSE_KINDS = ("sgd", "adagrad", "rwsadagrad")
@@ -74,12 +75,13 @@ class Optimizer:
     def step_dense(self, params, lr):
         """Update FlatParams `params` from its grad buffer (one flat op each)."""
         p, g, state = params.data, params.grad, params.state
+        xp = get_array_module(p)
         if self.dense == "sgd":
             p -= lr * g
         elif self.dense == "adagrad":
             acc = _state(state, "adagrad.sum", p)
             acc += g * g
-            p -= lr * (g / (np.sqrt(acc) + self.eps))  # torch's rounding: lr * (g / std)
+            p -= lr * (g / (xp.sqrt(acc) + self.eps))  # torch's rounding: lr * (g / std)
         else:
             b1, b2 = self.adam_betas
             m, v = _state(state, "adam.m", p), _state(state, "adam.v", p)
@@ -90,7 +92,7 @@ class Optimizer:
             m += (1 - b1) * g
             v *= b2
             v += (1 - b2) * g * g
-            denom = np.sqrt(v) / np.sqrt(1 - b2 ** t) + self.adam_eps
+            denom = xp.sqrt(v) / np.sqrt(1 - b2 ** t) + self.adam_eps
             p -= (lr / (1 - b1 ** t)) * m / denom
 
     def finish_step(self):
@@ -99,5 +101,5 @@ class Optimizer:
 
 def _state(state, key, like):
     if key not in state:
-        state[key] = np.zeros_like(like)
+        state[key] = get_array_module(like).zeros_like(like)
     return state[key]

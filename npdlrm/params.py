@@ -11,21 +11,31 @@ class FlatParams:
 
     def __init__(self, specs, dtype):
         self.dtype = np.dtype(dtype)
+        self.xp = np  # the array module of data, grad and state (model.to moves them)
         self.names = [name for name, _ in specs]
         self.shapes = {name: tuple(shape) for name, shape in specs}
         total = sum(int(np.prod(s)) for s in self.shapes.values())
         self.data = np.zeros(total, dtype=self.dtype)
         self.grad = np.zeros(total, dtype=self.dtype)
         self.state = {}  # dense optimizer state: name -> flat array like data
-        self.views, self.grads, self.slices = {}, {}, {}
+        self.slices = {}
         start = 0
         for name in self.names:
-            shape = self.shapes[name]
-            stop = start + int(np.prod(shape))
+            stop = start + int(np.prod(self.shapes[name]))
             self.slices[name] = slice(start, stop)
-            self.views[name] = self.data[start:stop].reshape(shape)
-            self.grads[name] = self.grad[start:stop].reshape(shape)
             start = stop
+        self._make_views()
+
+    def _make_views(self):
+        self.views = {n: self.data[s].reshape(self.shapes[n]) for n, s in self.slices.items()}
+        self.grads = {n: self.grad[s].reshape(self.shapes[n]) for n, s in self.slices.items()}
+
+    def to(self, xp, move):
+        """Move data, grad and state with `move` (an array -> array on xp's device)."""
+        self.data, self.grad = move(self.data), move(self.grad)
+        self.state = {k: v if k == "adam.step" else move(v) for k, v in self.state.items()}
+        self.xp = xp
+        self._make_views()
 
     @property
     def size(self):

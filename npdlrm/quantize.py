@@ -24,7 +24,7 @@ in float32: the Numba kernels (kernels/embedding_bag_quant.py) compute exactly t
 """
 import numpy as np
 
-from .kernels.embedding_bag import embedding_bag_forward
+from .kernels.cpu.embedding_bag import embedding_bag_forward
 from .kernels.embedding_bag_quant import embedding_bag_quant_forward
 
 EMB_BITS = (4, 8, 16, 32)

@@ -10,15 +10,16 @@ import numpy as np
 class Workspace:
     """Arrays by key, reallocated only when the requested shape changes."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, xp=np):
         self.dtype = np.dtype(dtype)
+        self.xp = xp  # numpy, or cupy for a model on the GPU
         self._arrays = {}
 
     def get(self, key, shape):
         shape = tuple(shape)
         a = self._arrays.get(key)
         if a is None or a.shape != shape:
-            a = self._arrays[key] = np.empty(shape, dtype=self.dtype)
+            a = self._arrays[key] = self.xp.empty(shape, dtype=self.dtype)
         return a
 
     def contiguous(self, key, a):

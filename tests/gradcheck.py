@@ -4,11 +4,15 @@
     rel_error(num, ana)       max |num - ana| / max(1, |num|, |ana|)
     assert_grad_close(...)    the two together, with a readable failure message
 
+x may be a parameter on the GPU (a CuPy array): its entries are then set one at a time
+on the device, from a host copy of its values, and restored bitwise.
+
 Also the tiny models and multi-hot batches the gradient tests are built on.
 """
 import numpy as np
 
 import npdlrm
+from npdlrm import backend
 
 EPS = 1e-6
 TOL = 1e-6
@@ -19,6 +23,8 @@ def numeric_grad(f, x, eps=EPS, entries=None):
     and restored bitwise).  entries: None for every entry, else flat indices to check;
     returns an array shaped like x (NaN where not checked)."""
     assert x.dtype == np.float64, "gradient checks run in float64"
+    if backend.device_of(x) == "gpu":
+        return _numeric_grad_on_gpu(f, x, eps, entries)
     flat = x.reshape(-1)
     assert np.shares_memory(flat, x), "x must be perturbable in place"
     out = np.full(x.size, np.nan)
@@ -32,6 +38,32 @@ def numeric_grad(f, x, eps=EPS, entries=None):
         flat[i] = orig
         out[i] = (fp - fm) / (2 * eps)
     return out.reshape(x.shape)
+
+
+def _numeric_grad_on_gpu(f, x, eps, entries):
+    """numeric_grad for a CuPy array x: the same perturbations, written into x on the
+    device from a host copy of its values (so the perturbed values are the same bits)."""
+    assert x.flags.c_contiguous, "x must be perturbable in place"
+    flat = x.reshape(-1)
+    assert shares_memory(flat, x), "x must be perturbable in place"
+    values = backend.to_host(flat)
+    out = np.full(x.size, np.nan)
+    todo = range(x.size) if entries is None else entries
+    for i in todo:
+        orig = values[i]
+        flat[i] = orig + eps
+        fp = float(f())
+        flat[i] = orig - eps
+        fm = float(f())
+        flat[i] = orig
+        out[i] = (fp - fm) / (2 * eps)
+    assert np.array_equal(backend.to_host(flat), values), "x not restored"
+    return out.reshape(x.shape)
+
+
+def shares_memory(a, b):
+    """np.shares_memory, for two NumPy or two CuPy arrays."""
+    return bool(backend.get_array_module(a, b).shares_memory(a, b))
 
 
 def rel_error(num, ana):
@@ -49,9 +81,10 @@ def rel_error(num, ana):
 def assert_grad_close(f, x, analytic, name="", eps=EPS, tol=TOL, entries=None):
     """Check analytic (shaped like x) against central differences of f wrt x.
 
-    Returns the numeric gradient (for further checks)."""
+    x: a NumPy or CuPy array (see numeric_grad); analytic: either, compared on the host.
+    Returns the numeric gradient (for further checks), a NumPy array."""
     num = numeric_grad(f, x, eps, entries)
-    analytic = np.asarray(analytic)
+    analytic = backend.to_host(analytic)
     assert analytic.shape == x.shape, f"{name}: gradient shape {analytic.shape} != {x.shape}"
     assert np.all(np.isfinite(analytic)), f"{name}: non-finite analytic gradient"
     err = rel_error(num, analytic)
@@ -117,9 +150,9 @@ def writable_params(model):
     sd = model.state_dict()
     assert set(out) == set(sd)
     for name, a in out.items():
-        assert np.shares_memory(a, sd[name]) and a.shape == sd[name].shape
+        assert shares_memory(a, sd[name]) and a.shape == sd[name].shape
     return out
 
 
 def touched_rows(indices):
-    return np.unique(np.asarray(indices))
+    return np.unique(backend.to_host(indices))

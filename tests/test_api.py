@@ -7,9 +7,9 @@ import pytest
 from gradcheck import csr, tiny_batch, tiny_model
 
 import npdlrm
-from npdlrm.kernels import bias_relu as br_mod
-from npdlrm.kernels import embedding_bag as eb_mod
-from npdlrm.kernels import interaction as it_mod
+from npdlrm.kernels.cpu import bias_relu as br_mod
+from npdlrm.kernels.cpu import embedding_bag as eb_mod
+from npdlrm.kernels.cpu import interaction as it_mod
 
 
 def same(a, b):

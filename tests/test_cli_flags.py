@@ -52,7 +52,6 @@ def test_bool_flag_refuses_other_words():
 
 
 @pytest.mark.parametrize("argv, name, why", [
-    (["--use-gpu"], "--use-gpu", "CuPy"),
     (["--sync-dense-params", "False"], "--sync-dense-params", "allreduce"),
     (["--plot-compute-graph"], "--plot-compute-graph", "autograd graph"),
     (["--data-generation", "internal"], "--data-generation internal", "not public"),
@@ -60,6 +59,16 @@ def test_bool_flag_refuses_other_words():
 def test_refused_reference_flags_name_the_flag_and_the_reason(argv, name, why):
     with pytest.raises(ValueError, match=name) as e:
         parse_train_args(argv)
+    assert why in str(e.value)
+
+
+def test_use_gpu_without_a_gpu_names_the_reason():
+    from npdlrm.backend import gpu_unavailable_reason
+    why = gpu_unavailable_reason()
+    if why is None:
+        pytest.skip("a GPU is usable here: --use-gpu is accepted")
+    with pytest.raises(ValueError, match="--use-gpu") as e:
+        parse_train_args(["--use-gpu"])
     assert why in str(e.value)
 
 

@@ -1,16 +1,23 @@
-"""Tests of the Numba kernels against the naive references in naive_kernels.py."""
+"""Tests of the kernels against the naive references in naive_kernels.py.
+
+Tests taking `device` run on each kernel home (tests/devices.py): inputs are made with
+NumPy, moved with on(), the kernels of kernels_for(device) run, and results are compared
+on the host. Tests of the Numba kernels' own machinery (stable argsort, serial ==
+parallel, thread counts, the work thresholds) run on the CPU only.
+"""
 import os
 import sys
 
 import numba
 import numpy as np
 import pytest
+from devices import host, kernels_for, on
 
 from npdlrm import kernels
-from npdlrm.kernels import bias_relu as br_mod
-from npdlrm.kernels import embedding_bag as eb_mod
-from npdlrm.kernels import embedding_update as eu_mod
-from npdlrm.kernels import interaction as it_mod
+from npdlrm.kernels.cpu import bias_relu as br_mod
+from npdlrm.kernels.cpu import embedding_bag as eb_mod
+from npdlrm.kernels.cpu import embedding_update as eu_mod
+from npdlrm.kernels.cpu import interaction as it_mod
 
 sys.path.insert(0, os.path.dirname(__file__))
 import naive_kernels as naive  # noqa: E402
@@ -68,6 +75,9 @@ def test_parallel_case_is_above_threshold():
     assert indices.shape[0] * weight.shape[1] >= eb_mod.PARALLEL_MIN_WORK
     _, indices, _, _, _ = make_bags("mixed", np.float32, np.int64, False)
     assert indices.shape[0] * 3 < eb_mod.PARALLEL_MIN_WORK
+    weights, _, _, _, _, per_table = make_packed("parallel", np.float32, False)
+    assert all(idx.shape[0] * weights[0].shape[1] >= eb_mod.PARALLEL_MIN_WORK
+               for idx, _, _ in per_table)
 
 
 bag_params = pytest.mark.parametrize("case", list(CASES))
@@ -84,60 +94,68 @@ wm_params = pytest.mark.parametrize("weighted,mean", [(False, False), (True, Fal
 @dtype_params
 @itype_params
 @wm_params
-def test_embedding_bag_forward(case, fdtype, idtype, weighted, mean):
+def test_embedding_bag_forward(device, case, fdtype, idtype, weighted, mean):
+    k = kernels_for(device)
     weight, indices, offsets, psw, _ = make_bags(case, fdtype, idtype, weighted)
     B, D = len(offsets) - 1, weight.shape[1]
     ref = naive.embedding_bag_forward(weight, indices, offsets, psw, mean)
-    out = np.full((B, D), np.nan, fdtype)
-    kernels.embedding_bag_forward(out, weight, indices, offsets, psw, mean)
-    np.testing.assert_allclose(out, ref, **tol(fdtype))
+    args = on(device, (weight, indices, offsets, psw))
+    out = on(device, np.full((B, D), np.nan, fdtype))
+    k.embedding_bag_forward(out, *args, mean)
+    np.testing.assert_allclose(host(out), ref, **tol(fdtype))
     # strided output view: T[:, 1, :] of a (B, 3, D) array; neighbours untouched
-    T = np.full((B, 3, D), 7.0, fdtype)
-    kernels.embedding_bag_forward(T[:, 1, :], weight, indices, offsets, psw, mean)
-    assert same_bits(T[:, 1, :], out)
+    T = on(device, np.full((B, 3, D), 7.0, fdtype))
+    k.embedding_bag_forward(T[:, 1, :], *args, mean)
+    T = host(T)
+    assert same_bits(T[:, 1, :], host(out))
     assert np.all(T[:, [0, 2], :] == 7.0)
 
 
 @pytest.mark.parametrize("fdtype", FLOATS)
-def test_embedding_bag_forward_bag_of_one_is_row(fdtype):
+def test_embedding_bag_forward_bag_of_one_is_row(device, fdtype):
+    k = kernels_for(device)
     weight, indices, offsets, _, _ = make_bags("ones", fdtype, np.int64, False)
-    out = np.empty((len(offsets) - 1, weight.shape[1]), fdtype)
+    out = on(device, np.empty((len(offsets) - 1, weight.shape[1]), fdtype))
     for mean in (False, True):
-        kernels.embedding_bag_forward(out, weight, indices, offsets, None, mean)
-        assert same_bits(out, weight[indices])
+        k.embedding_bag_forward(out, *on(device, (weight, indices, offsets)), None, mean)
+        assert same_bits(host(out), weight[indices])
 
 
 @bag_params
 @dtype_params
 @itype_params
 @wm_params
-def test_embedding_bag_grad(case, fdtype, idtype, weighted, mean):
+def test_embedding_bag_grad(device, case, fdtype, idtype, weighted, mean):
     weight, indices, offsets, psw, dout = make_bags(case, fdtype, idtype, weighted)
     V = weight.shape[0]
     rows_ref, vals_ref = naive.embedding_bag_grad(dout, indices, offsets, psw, mean, V)
-    rows, vals = kernels.embedding_bag_grad(dout, indices, offsets, psw, mean, V)
+    rows, vals = host(kernels_for(device).embedding_bag_grad(
+        *on(device, (dout, indices, offsets, psw)), mean, V))
     assert rows.dtype == np.int64 and vals.dtype == fdtype
     assert np.array_equal(rows, rows_ref)
     assert vals.shape == (len(rows), weight.shape[1])
     np.testing.assert_allclose(vals, vals_ref, **tol(fdtype))
 
 
-def test_embedding_bag_grad_strided_dout():
+def test_embedding_bag_grad_strided_dout(device):
+    k = kernels_for(device)
     weight, indices, offsets, psw, dout = make_bags("mixed", np.float64, np.int64, True)
     big = np.zeros((dout.shape[0], 2, dout.shape[1]))
     big[:, 1, :] = dout
-    r1, v1 = kernels.embedding_bag_grad(dout, indices, offsets, psw, True, weight.shape[0])
-    r2, v2 = kernels.embedding_bag_grad(big[:, 1, :], indices, offsets, psw, True,
-                                        weight.shape[0])
+    bags = on(device, (indices, offsets, psw))
+    r1, v1 = host(k.embedding_bag_grad(on(device, dout), *bags, True, weight.shape[0]))
+    r2, v2 = host(k.embedding_bag_grad(on(device, big)[:, 1, :], *bags, True,
+                                       weight.shape[0]))
     assert same_bits(r1, r2) and same_bits(v1, v2)
 
 
-def test_embedding_bag_grad_position_order():
+def test_embedding_bag_grad_position_order(device):
     # one row repeated: its gradient is summed in increasing position order
     dout = np.array([[1.0], [1e-8], [-1.0], [1e-8]], np.float32)
     indices = np.array([3, 3, 3, 3], np.int64)
     offsets = np.arange(5, dtype=np.int64)
-    rows, vals = kernels.embedding_bag_grad(dout, indices, offsets, None, False, 4)
+    rows, vals = host(kernels_for(device).embedding_bag_grad(
+        *on(device, (dout, indices, offsets)), None, False, 4))
     expect = np.float32(0)
     for x in dout[:, 0]:
         expect = np.float32(expect + x)
@@ -176,15 +194,15 @@ def make_state(opt, weight, seed=1):
     return rng.uniform(0.0, 0.5, size=shape).astype(weight.dtype)
 
 
-def fused(opt, weight, state, dout, indices, offsets, psw, mean):
+def fused(opt, weight, state, dout, indices, offsets, psw, mean, k=kernels):
+    """The fused update of kernel home k (default: the CPU one) on k's arrays."""
     if opt == "sgd":
-        kernels.embedding_sgd_update(weight, dout, indices, offsets, psw, mean, LR)
+        k.embedding_sgd_update(weight, dout, indices, offsets, psw, mean, LR)
     elif opt == "adagrad":
-        kernels.embedding_adagrad_update(weight, state, dout, indices, offsets, psw,
-                                         mean, LR, EPS)
+        k.embedding_adagrad_update(weight, state, dout, indices, offsets, psw, mean, LR, EPS)
     else:
-        kernels.embedding_rowwise_adagrad_update(weight, state, dout, indices, offsets,
-                                                 psw, mean, LR, EPS)
+        k.embedding_rowwise_adagrad_update(weight, state, dout, indices, offsets, psw, mean,
+                                           LR, EPS)
 
 
 def apply(opt, weight, state, rows, g):
@@ -201,7 +219,8 @@ def apply(opt, weight, state, rows, g):
 @dtype_params
 @itype_params
 @wm_params
-def test_fused_update(opt, case, fdtype, idtype, weighted, mean):
+def test_fused_update(device, opt, case, fdtype, idtype, weighted, mean):
+    k = kernels_for(device)
     weight, indices, offsets, psw, dout = make_bags(case, fdtype, idtype, weighted)
     V = weight.shape[0]
     if case == "parallel":
@@ -219,11 +238,14 @@ def test_fused_update(opt, case, fdtype, idtype, weighted, mean):
     apply(opt, w_ref, s_ref, rows_ref, dense[rows_ref])
 
     # bitwise reference: embedding_bag_grad, then the same formula
-    rows, g = kernels.embedding_bag_grad(dout, indices, offsets, psw, mean, V)
+    bags = on(device, (dout, indices, offsets, psw))
+    rows, g = host(k.embedding_bag_grad(*bags, mean, V))
     w_bit, s_bit = w0.copy(), None if s0 is None else s0.copy()
     apply(opt, w_bit, s_bit, rows, g)
 
-    fused(opt, weight, state, dout, indices, offsets, psw, mean)
+    weight, state = on(device, (weight, state))
+    fused(opt, weight, state, *bags, mean, k)
+    weight, state = host((weight, state))
 
     np.testing.assert_allclose(weight, w_ref, **tol(fdtype))
     assert same_bits(weight, w_bit)
@@ -236,17 +258,20 @@ def test_fused_update(opt, case, fdtype, idtype, weighted, mean):
 
 
 @pytest.mark.parametrize("opt", OPTS)
-def test_fused_update_mixed_dtypes(opt):
+def test_fused_update_mixed_dtypes(device, opt):
     # float32 table, float64 dout / per-sample weights: arithmetic in float32
+    k = kernels_for(device)
     weight, indices, offsets, psw, dout = make_bags("mixed", np.float32, np.int32, True)
     dout64 = dout.astype(np.float64) * (1 + 1e-9)
     psw64 = psw.astype(np.float64)
     state = make_state(opt, weight)
     w_bit, s_bit = weight.copy(), None if state is None else state.copy()
-    rows, g = kernels.embedding_bag_grad(dout64.astype(np.float32), indices, offsets, psw,
-                                         True, weight.shape[0])
+    rows, g = host(k.embedding_bag_grad(*on(device, (dout64.astype(np.float32), indices,
+                                                     offsets, psw)), True, weight.shape[0]))
     apply(opt, w_bit, s_bit, rows, g)
-    fused(opt, weight, state, dout64, indices, offsets, psw64, True)
+    weight, state = on(device, (weight, state))
+    fused(opt, weight, state, *on(device, (dout64, indices, offsets, psw64)), True, k)
+    weight, state = host((weight, state))
     assert weight.dtype == np.float32
     assert same_bits(weight, w_bit)
     if state is not None:
@@ -254,129 +279,93 @@ def test_fused_update_mixed_dtypes(opt):
 
 
 # ----------------------------------------------------------------------------
-# dot interaction
+# all tables at once: embedding_bags_forward / embedding_bags_update
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("F", [2, 3, 27])
-@pytest.mark.parametrize("self_interaction", [False, True])
-def test_pair_indices(F, self_interaction):
-    li, lj = kernels.pair_indices(F, self_interaction)
-    ri, rj = naive.pair_indices(F, self_interaction)
-    assert li.dtype == np.int64 and lj.dtype == np.int64
-    assert np.array_equal(li, ri) and np.array_equal(lj, rj)
-    if self_interaction:
-        assert list(zip(li[:4], lj[:4])) == [(0, 0), (1, 0), (1, 1), (2, 0)][:len(li)]
-    else:
-        assert list(zip(li[:3], lj[:3])) == [(1, 0), (2, 0), (2, 1)][:len(li)]
+# name -> (B, table sizes, D); a 1-row table repeats its row everywhere; "parallel": as
+# CASES["parallel"], every table's nnz * D is at least eb_mod.PARALLEL_MIN_WORK (checked
+# in test_parallel_case_is_above_threshold)
+PACKED = {"small": (9, (5, 1, 8), 3), "parallel": (700, (300, 40), 32)}
+KIND = {"sgd": "sgd", "adagrad": "adagrad", "rowwise": "rwsadagrad"}
 
 
-INTER_SHAPES = [(1, 2, 4), (5, 2, 16), (7, 27, 16), (3, 5, 3), (200, 27, 16), (2100, 2, 8)]
+def make_packed(name, fdtype, weighted, seed=8):
+    """T tables' packed bags: (weights [T x (V_t, D)], indices (nnz,), offsets (T, B + 1),
+    psw (nnz,) or None, dbuf (B, T + 1, D): dout is the strided view dbuf[:, 1:, :]), and
+    per table the (indices, local offsets, psw) the single-table kernels take."""
+    B, sizes, D = PACKED[name]
+    rng = np.random.default_rng(seed)
+    weights = [rng.standard_normal((V, D)).astype(fdtype) for V in sizes]
+    lens = rng.integers(0, 7, size=(len(sizes), B))
+    lens[:, :2] = 0  # empty bags
+    starts = np.concatenate([[0], np.cumsum(lens.ravel())]).astype(np.int64)
+    offsets = np.stack([starts[t * B:t * B + B + 1] for t in range(len(sizes))])
+    indices = np.concatenate([rng.integers(0, V, size=lens[t].sum())
+                              for t, V in enumerate(sizes)]).astype(np.int64)
+    psw = rng.uniform(0.5, 2.0, size=indices.shape[0]).astype(fdtype) if weighted else None
+    dbuf = rng.standard_normal((B, len(sizes) + 1, D)).astype(fdtype)
+    per_table = [(indices[o[0]:o[-1]], o - o[0], None if psw is None else psw[o[0]:o[-1]])
+                 for o in offsets]
+    return weights, indices, offsets, psw, dbuf, per_table
 
 
-def uses_parallel(B, F, D, self_interaction):
-    work = B * it_mod.num_pairs(F, self_interaction) * D
-    return B > it_mod.BATCH_CHUNK and work >= it_mod.PARALLEL_MIN_WORK
+packed_params = pytest.mark.parametrize("case", list(PACKED))
 
 
-def test_interaction_shapes_cover_both_paths():
-    paths = {uses_parallel(*shp, False) for shp in INTER_SHAPES}
-    assert paths == {False, True}
-
-
-@pytest.mark.parametrize("shape", INTER_SHAPES)
-@pytest.mark.parametrize("self_interaction", [False, True])
+@packed_params
 @dtype_params
-def test_dot_interaction(shape, self_interaction, fdtype):
-    B, F, D = shape
-    rng = np.random.default_rng(3)
-    T = rng.standard_normal((B, F, D)).astype(fdtype)
-    P = it_mod.num_pairs(F, self_interaction)
-    out = np.full((B, D + P), np.nan, fdtype)
-    kernels.dot_interaction_forward(out, T, self_interaction)
-    np.testing.assert_allclose(out, naive.dot_interaction_forward(T, self_interaction),
-                               **tol(fdtype))
-    assert same_bits(out[:, :D], T[:, 0, :])
-    dout = rng.standard_normal((B, D + P)).astype(fdtype)
-    dT = np.full((B, F, D), np.nan, fdtype)
-    kernels.dot_interaction_backward(dT, dout, T, self_interaction)
-    np.testing.assert_allclose(dT, naive.dot_interaction_backward(dout, T, self_interaction),
-                               **tol(fdtype))
+@wm_params
+def test_embedding_bags_forward(device, case, fdtype, weighted, mean):
+    k = kernels_for(device)
+    weights, indices, offsets, psw, dbuf, per_table = make_packed(case, fdtype, weighted)
+    B, T, D = dbuf.shape[0], len(weights), dbuf.shape[2]
+    buf = on(device, np.full((B, T + 1, D), 7.0, fdtype))
+    k.embedding_bags_forward(buf[:, 1:, :], on(device, weights),
+                             *on(device, (indices, offsets, psw)), mean)
+    buf = host(buf)
+    assert np.all(buf[:, 0, :] == 7.0)
+    for t, (idx, off, w) in enumerate(per_table):
+        np.testing.assert_allclose(buf[:, t + 1, :],
+                                   naive.embedding_bag_forward(weights[t], idx, off, w, mean),
+                                   **tol(fdtype))
+        # all tables at once == table by table, bit for bit
+        one = on(device, np.empty((B, D), fdtype))
+        k.embedding_bag_forward(one, *on(device, (weights[t], idx, off, w)), mean)
+        assert same_bits(buf[:, t + 1, :], host(one))
 
 
-@pytest.mark.parametrize("self_interaction", [False, True])
-def test_dot_interaction_gradient_check(self_interaction):
-    # f(T) = sum(dout * fwd(T)) is quadratic: central differences are exact
-    rng = np.random.default_rng(4)
-    B, F, D = 3, 4, 5
-    T = rng.standard_normal((B, F, D))
-    Vd = rng.standard_normal((B, F, D))
-    P = it_mod.num_pairs(F, self_interaction)
-    dout = rng.standard_normal((B, D + P))
-
-    def f(X):
-        out = np.empty((B, D + P))
-        kernels.dot_interaction_forward(out, np.ascontiguousarray(X), self_interaction)
-        return np.sum(out * dout)
-
-    h = 1e-3
-    num = (f(T + h * Vd) - f(T - h * Vd)) / (2 * h)
-    dT = np.empty_like(T)
-    kernels.dot_interaction_backward(dT, dout, T, self_interaction)
-    assert abs(num - np.sum(dT * Vd)) < 1e-9 * max(1.0, abs(num))
-
-
-# ----------------------------------------------------------------------------
-# bias + relu
-# ----------------------------------------------------------------------------
-BIAS_SHAPES = [(3, 5), (128, 16), (130, 1), (2048, 64), (1000, 77)]
-
-
-def test_bias_shapes_cover_both_paths():
-    works = [b * n for b, n in BIAS_SHAPES]
-    assert min(works) < br_mod.PARALLEL_MIN_WORK <= max(works)
-
-
-@pytest.mark.parametrize("shape", BIAS_SHAPES)
+@pytest.mark.parametrize("opt", OPTS)
+@packed_params
 @dtype_params
-def test_bias_relu(shape, fdtype):
-    rng = np.random.default_rng(5)
-    y = rng.standard_normal(shape).astype(fdtype)
-    bias = rng.standard_normal(shape[1]).astype(fdtype)
-    ref = naive.bias_relu_forward(y, bias)
-    yr = y.copy()
-    kernels.bias_relu_forward(yr, bias)
-    assert same_bits(yr, ref)  # elementwise: exact
-    yb = y.copy()
-    kernels.bias_forward(yb, bias)
-    assert same_bits(yb, y + bias)
-
-    dy = rng.standard_normal(shape).astype(fdtype)
-    dbias = rng.standard_normal(shape[1]).astype(fdtype)
-    dbias_ref, dy_ref = naive.relu_bias_backward(dbias, dy, yr)
-    d1, g1 = dbias.copy(), dy.copy()
-    kernels.relu_bias_backward(d1, g1, yr)
-    assert np.array_equal(g1, dy_ref)
-    np.testing.assert_allclose(d1, dbias_ref, **tol(fdtype))
-    d2 = dbias.copy()
-    kernels.bias_backward(d2, dy)
-    np.testing.assert_allclose(d2, dbias + dy.sum(axis=0, dtype=np.float64).astype(fdtype),
-                               **tol(fdtype))
-
-
-@pytest.mark.parametrize("N", [5, 1200])  # serial and parallel paths
-@dtype_params
-def test_bias_relu_non_finite(N, fdtype):
-    # NaN propagates like np.maximum; inf - inf = NaN too; masked grads are +0
-    y = np.tile(np.array([[np.inf, np.nan, -np.inf, 1.0, -1.0]], fdtype), (60, N // 5))
-    bias = np.tile(np.array([-np.inf, 0.0, 1.0, np.inf, 0.5], fdtype), N // 5)
-    with np.errstate(invalid="ignore"):
-        ref = np.maximum(y + bias, 0)
-    yr = y.copy()
-    kernels.bias_relu_forward(yr, bias)
-    np.testing.assert_array_equal(yr, ref)
-    dy = np.full(y.shape, np.nan, fdtype)
-    db = np.zeros(N, fdtype)
-    kernels.relu_bias_backward(db, dy, yr)
-    assert np.array_equal(dy == 0, ~(yr > 0)) and np.all(np.signbit(dy[dy == 0]) == 0)
+@wm_params
+def test_embedding_bags_update(device, opt, case, fdtype, weighted, mean):
+    k = kernels_for(device)
+    weights, indices, offsets, psw, dbuf, per_table = make_packed(case, fdtype, weighted)
+    states = [make_state(opt, w, seed=t) for t, w in enumerate(weights)]
+    W = on(device, [w.copy() for w in weights])
+    S = on(device, [None if s is None else s.copy() for s in states])
+    k.embedding_bags_update(KIND[opt], W, S, on(device, dbuf)[:, 1:, :],
+                            *on(device, (indices, offsets, psw)), mean, LR, EPS)
+    W, S = host(W), host(S)
+    for t, (idx, off, w) in enumerate(per_table):
+        V, dout = weights[t].shape[0], dbuf[:, t + 1, :]
+        s0 = states[t]
+        # reference: naive dense gradient, then the optimizer formula
+        dense = naive.embedding_bag_dense_grad(dout, idx, off, w, mean, V)
+        rows = np.unique(idx)
+        w_ref, s_ref = weights[t].copy(), None if s0 is None else s0.copy()
+        apply(opt, w_ref, s_ref, rows, dense[rows])
+        # bitwise reference: the single-table fused kernel
+        w_one, s_one = on(device, (weights[t].copy(), None if s0 is None else s0.copy()))
+        fused(opt, w_one, s_one, *on(device, (dout, idx, off, w)), mean, k)
+        w_one, s_one = host((w_one, s_one))
+        untouched = np.setdiff1d(np.arange(V), rows)
+        np.testing.assert_allclose(W[t], w_ref, **tol(fdtype))
+        assert same_bits(W[t], w_one)
+        assert same_bits(W[t][untouched], weights[t][untouched])
+        if s0 is not None:
+            np.testing.assert_allclose(S[t], s_ref, **tol(fdtype))
+            assert same_bits(S[t], s_one)
+            assert same_bits(S[t][untouched], s0[untouched])
 
 
 # ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from naive_quant import decode_rows, quant_embedding_bag_forward
-from npdlrm.kernels import embedding_bag as eb
+from npdlrm.kernels.cpu import embedding_bag as eb
 from npdlrm.kernels.embedding_bag_quant import POW2, half_to_float
 from npdlrm.quantize import QuantizedTable, dequantize_table
 

@@ -156,7 +156,8 @@ def build_model(args, table_sizes, init=None):
         return build_mapped_model(model_config(args, table_sizes), working_folder(args),
                                   seed=args.numpy_rand_seed, init=init or args.init)
     return DLRM(model_config(args, table_sizes), seed=args.numpy_rand_seed,
-                init=init or args.init, qr_init=args.qr_init)
+                init=init or args.init, qr_init=args.qr_init,
+                device="gpu" if getattr(args, "use_gpu", False) else "cpu")
 
 
 def build_optimizer(args):
@@ -246,6 +247,9 @@ def _run(args, reporter, log, setup):
     check_save_onnx(args, type(setup) is LocalSetup)
     if getattr(args, "mmap_embeddings", False) and type(setup) is not LocalSetup:
         raise ValueError("--mmap-embeddings runs in one process (not under mpirun)")
+    if getattr(args, "use_gpu", False) and type(setup) is not LocalSetup:
+        raise ValueError("--use-gpu runs in one process for now (not under mpirun): "
+                         "multi-GPU training is not built")
     train_ld, test_ld, sizes, about = setup.loaders(args, say)
     if args.data_generation == "dataset":
         bottom_in = parse_dashed(args.arch_mlp_bot, "--arch-mlp-bot")[0]

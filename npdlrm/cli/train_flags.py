@@ -19,13 +19,11 @@ UNSUPPORTED = {
     "--sync-dense-params": (True, "npdlrm keeps the MLPs identical on every rank (one "
                                   "allreduce of their gradients a step); unsynchronised "
                                   "replicas would train different models"),
-    "--use-gpu": (False, "the GPU path (CuPy) is not built yet; npdlrm trains on the CPU"),
     "--plot-compute-graph": (False, "the reference draws torch's autograd graph (torchviz); "
                                     "npdlrm has no autograd graph: its layers are written "
                                     "out, see docs/architecture.md"),
 }
-STORE_TRUE = {"--use-gpu",
-              "--plot-compute-graph"}
+STORE_TRUE = {"--plot-compute-graph"}
 
 
 def str2bool(text):
@@ -230,6 +228,10 @@ def build_parser(parser=None):
                         "else the current folder)")
     n.add_argument("--strict", action="store_true",
                    help="preprocessing: stop at the first malformed row instead of skipping")
+    n.add_argument("--use-gpu", action="store_true",
+                   help="train on the GPU: parameters, optimizer state and batches in GPU "
+                        "memory, the CUDA kernels (CuPy) and cuBLAS; one process, plain "
+                        "tables. Refused, with the reason, when no GPU is usable")
     n.add_argument("--threads", type=thread_setting, default="auto", metavar="auto|N",
                    help="threads of the MLPs (OpenBLAS) and kernels (Numba). auto: as many "
                         "as the cores other processes leave free, re-read every second, at "
@@ -335,6 +337,8 @@ def check_values(args):
         raise ValueError("--inference-only needs --load-model (the model to evaluate)")
     if args.mmap_dir is not None and not args.mmap_embeddings:
         raise ValueError("--mmap-dir needs --mmap-embeddings")
+    if args.use_gpu:
+        check_gpu_flags(args)
     check_embedding_variants(args)
     check_extra_flags(args)
     if args.data_generation == "internal":
@@ -346,3 +350,13 @@ def check_values(args):
         raise ValueError("--data-generation dataset needs --processed-data-file (and "
                          "--raw-data-file to make it)")
 
+
+
+def check_gpu_flags(args):
+    """ValueError naming what --use-gpu cannot be combined with, or why no GPU is usable."""
+    from ..backend import gpu_unavailable_reason
+    if args.mmap_embeddings:
+        raise ValueError("--use-gpu with --mmap-embeddings: mapped tables stay on the CPU")
+    why = gpu_unavailable_reason()
+    if why is not None:
+        raise ValueError(f"--use-gpu: no usable GPU here: {why}")

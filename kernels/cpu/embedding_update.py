@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ._numba import jit, jit_vec, pjit, prefetch_write
+from .._numba import jit, jit_vec, pjit, prefetch_write
 from .embedding_bag import PARALLEL_MIN_WORK, SEGMENT_CHUNK, prepare, segment_grad
 
 # Table size (bytes of weight) from which the update may run in parallel.

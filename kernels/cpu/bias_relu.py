@@ -7,7 +7,7 @@ sequentially over its rows, and the partials are combined in chunk order.
 import numpy as np
 from numba import prange
 
-from ._numba import jit, pjit
+from .._numba import jit, pjit
 
 # Work (B * N) below which the serial kernels are used.
 PARALLEL_MIN_WORK = 131072  # serial below: a 128 x 512 layer is faster on one thread

@@ -18,7 +18,8 @@ that the rows of the scratch are at fixed offsets from each other.
 import numpy as np
 from numba import prange
 
-from ._numba import jit, pjit
+from .._numba import jit, pjit
+from ..pairs import num_pairs, pair_indices  # noqa: F401 (re-exported)
 
 # Work (B * P * D) below which the serial kernels are used (also when the
 # batch is a single chunk).
@@ -29,19 +30,6 @@ PARALLEL_MIN_WORK = 131072  # B * P * D; below it, waking a second thread costs 
 BATCH_CHUNK = 64
 # Terms of a sum added per pass over the lanes in the general loops.
 DBLK = 8
-
-
-def num_pairs(F, self_interaction):
-    """P = F(F-1)/2, or F(F+1)/2 with self interaction."""
-    return F * (F + 1) // 2 if self_interaction else F * (F - 1) // 2
-
-
-def pair_indices(F, self_interaction):
-    """(li, lj) int64 arrays of the pairs, in the reference order."""
-    s = 1 if self_interaction else 0
-    li = np.concatenate([np.full(i + s, i, np.int64) for i in range(F)])
-    lj = np.concatenate([np.arange(i + s, dtype=np.int64) for i in range(F)])
-    return li, lj
 
 
 # --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ fused updates see bitwise the same gradient rows.
 import numpy as np
 from numba import prange
 
-from ._numba import jit, pjit, prefetch_read, prefetch_write
+from .._numba import jit, pjit, prefetch_read, prefetch_write
 
 # Work (nnz * D) below which the serial kernels are used.
 PARALLEL_MIN_WORK = 16384
