@@ -36,7 +36,7 @@ static npdlrm_emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __forceinline__ inline
 using std::sqrt;
 '''
-FLAGS = ["-O1", "-std=c++14", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
+FLAGS = ["-O1", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
          "-w"]
 KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(npdlrm_\w+)\s*\(([^)]*)\)')
 # C value types -> (ctypes type, the NumPy dtype CuPy would pass as it)

@@ -261,16 +261,24 @@ def test_bad_arguments_raise(bad):
 # ----------------------------------------------------------------------------
 # the prefetch thread
 # ----------------------------------------------------------------------------
-def wait_for_thread_count(n, timeout=5.0):
+def started_since(before):
+    """The live threads not in `before` (a set of threads): counting only the threads a
+    test started keeps it blind to other tests' threads ending meanwhile."""
+    return [t for t in threading.enumerate() if t not in before]
+
+
+def wait_for_no_threads_since(before, timeout=5.0):
+    """How many of the threads started since `before` are still alive after up to
+    `timeout` seconds."""
     end = time.monotonic() + timeout
-    while threading.active_count() > n and time.monotonic() < end:
+    while started_since(before) and time.monotonic() < end:
         time.sleep(0.01)
-    return threading.active_count()
+    return len(started_since(before))
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_reader_exceptions_reach_the_consumer(prefetch):
-    base = threading.active_count()
+    base = set(threading.enumerate())
     reader = CountingReader(make_data(), fail_at=500)
     ld = BatchLoader(reader, 50, "train", shuffle=False, chunk_rows=100, prefetch=prefetch)
     got = []
@@ -278,27 +286,27 @@ def test_reader_exceptions_reach_the_consumer(prefetch):
         for mb in ld.epoch(0):
             got.append(row_ids(mb))
     assert np.array_equal(np.concatenate(got), np.arange(500))
-    assert wait_for_thread_count(base) == base
+    assert wait_for_no_threads_since(base) == 0
 
 
 def test_abandoned_iterators_stop_their_threads():
-    base = threading.active_count()
+    base = set(threading.enumerate())
     ld = BatchLoader(make_data(N=5000), 10, "train", chunk_rows=100, prefetch=2)
     for _ in ld.epoch(0):  # break out early
         break
-    assert threading.active_count() == base
+    assert started_since(base) == []
     it = ld.epoch(1)
     next(it)
-    assert threading.active_count() == base + 1
+    assert len(started_since(base)) == 1
     del it  # garbage-collected mid-epoch
     gc.collect()
-    assert wait_for_thread_count(base) == base
+    assert wait_for_no_threads_since(base) == 0
     it = ld.epoch(2)
     next(it)
     it.close()
-    assert threading.active_count() == base
+    assert started_since(base) == []
     unused = ld.epoch(3)  # never started: no thread
-    assert threading.active_count() == base
+    assert started_since(base) == []
     del unused
 
 

@@ -5,6 +5,7 @@ Every launcher takes its outputs first, runs a serial kernel for small work and 
 one above a work threshold; both give bitwise identical results, whatever the Numba
 thread count.
 """
+from ..names import COMPUTE
 from .bias_relu import bias_backward, bias_forward, bias_relu_forward, relu_bias_backward
 from .embedding_bag import embedding_bag_forward, embedding_bag_grad
 from .embedding_bags import embedding_bags_forward, embedding_bags_update
@@ -15,18 +16,4 @@ from .embedding_update import (
 )
 from .interaction import dot_interaction_backward, dot_interaction_forward
 
-__all__ = [
-    "embedding_bag_forward",
-    "embedding_bags_forward",
-    "embedding_bag_grad",
-    "embedding_sgd_update",
-    "embedding_adagrad_update",
-    "embedding_rowwise_adagrad_update",
-    "embedding_bags_update",
-    "dot_interaction_forward",
-    "dot_interaction_backward",
-    "bias_relu_forward",
-    "bias_forward",
-    "relu_bias_backward",
-    "bias_backward",
-]
+__all__ = list(COMPUTE)

@@ -2,6 +2,7 @@
 run by CuPy on the GPU (sources compiled on first use, see `_module`). Importing this
 package needs neither CuPy nor a GPU.
 """
+from ..names import COMPUTE
 from . import (bias_relu, embedding_bag, embedding_bags, embedding_segments,
                embedding_update, interaction)
 from .bias_relu import bias_backward, bias_forward, bias_relu_forward, relu_bias_backward
@@ -14,21 +15,7 @@ from .embedding_update import (
 )
 from .interaction import dot_interaction_backward, dot_interaction_forward
 
-__all__ = [
-    "embedding_bag_forward",
-    "embedding_bags_forward",
-    "embedding_bag_grad",
-    "embedding_sgd_update",
-    "embedding_adagrad_update",
-    "embedding_rowwise_adagrad_update",
-    "embedding_bags_update",
-    "dot_interaction_forward",
-    "dot_interaction_backward",
-    "bias_relu_forward",
-    "bias_forward",
-    "relu_bias_backward",
-    "bias_backward",
-]
+__all__ = list(COMPUTE)
 
 # every CUDA source of npdlrm, by file (the NVRTC check compiles each)
 SOURCES = {m.__name__.rsplit(".", 1)[-1]: m.SOURCE

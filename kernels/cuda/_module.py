@@ -3,9 +3,10 @@
 Each kernel file holds its CUDA source as an r'''...''' constant (SOURCE) next to its
 Python launchers. A source is compiled by CuPy on its first launch (memoized), so that
 importing npdlrm needs no GPU. Every kernel is an ``extern "C" __global__`` function
-named ``npdlrm_*``, one per dtype (suffix ``_f32`` / ``_f64``); the kernels use no
-shared memory, no barriers, no atomics and no warp intrinsics, so that each thread's
-work is independent (and tests/cuda_emulator.py can run them on the CPU).
+named ``npdlrm_*``, one per dtype (suffix ``_f32`` / ``_f64``; a file writes each once and
+``for_each_dtype`` makes both); the kernels use no shared memory, no barriers, no atomics
+and no warp intrinsics, so that each thread's work is independent (and
+tests/cuda_emulator.py can run them on the CPU).
 """
 import functools
 
@@ -15,8 +16,11 @@ from ...backend import cupy_module, nvrtc_module
 
 # The same arithmetic as the Numba kernels: no multiply-add contraction, IEEE-rounded
 # division and square root (sums run in the same order, so values agree bitwise).
-OPTIONS = ("--std=c++14", "--fmad=false", "--prec-div=true", "--prec-sqrt=true")
+OPTIONS = ("--std=c++17", "--fmad=false", "--prec-div=true", "--prec-sqrt=true")
 THREADS = 256  # threads per block of every launch
+
+# The kernels' dtypes: NumPy dtype -> (C element type, kernel name suffix).
+_DTYPES = {np.dtype(np.float32): ("float", "_f32"), np.dtype(np.float64): ("double", "_f64")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,11 +48,16 @@ def blocks(n, threads=THREADS):
 def suffix(dtype):
     """'_f32' or '_f64': the kernel name's dtype suffix; TypeError for other dtypes."""
     dt = np.dtype(dtype)
-    if dt == np.float32:
-        return "_f32"
-    if dt == np.float64:
-        return "_f64"
-    raise TypeError(f"the CUDA kernels take float32 or float64, got {dt}")
+    if dt not in _DTYPES:
+        raise TypeError(f"the CUDA kernels take float32 or float64, got {dt}")
+    return _DTYPES[dt][1]
+
+
+def for_each_dtype(wrappers):
+    """The extern "C" kernels of ``wrappers`` (CUDA text written with REAL for the element
+    type and _SFX for the name suffix), once for float (_f32) and once for double (_f64)."""
+    return "".join(wrappers.replace("REAL", ctype).replace("_SFX", sfx)
+                   for ctype, sfx in _DTYPES.values())
 
 
 def _dims(d):

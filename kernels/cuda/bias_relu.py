@@ -19,7 +19,7 @@ from ..cpu.bias_relu import ROW_CHUNK
 from . import _module
 from .interaction import common_suffix, elem_strides
 
-SOURCE = r'''
+_DEVICE = r'''
 // y: (B, N) strides (sy0, sy1)  bias: (N,) stride sb
 template <typename T>
 __device__ void bias_fwd(T* y, const T* bias, long long B, long long N, long long relu,
@@ -142,72 +142,45 @@ __device__ void pw_combine(T* dbias, const T* partial, long long n, long long le
     T total = T(0) + pw_node(partial, n, 0, levels);
     dbias[0] = dbias[0] + total;
 }
+'''
 
-extern "C" __global__ void npdlrm_bias_fwd_f32(
-    float* yb, const float* bias, long long B, long long N, long long relu,
+# The extern "C" kernels, written once (REAL, _SFX) for both dtypes.
+WRAPPERS = r'''
+extern "C" __global__ void npdlrm_bias_fwd_SFX(
+    REAL* yb, const REAL* bias, long long B, long long N, long long relu,
     long long sy0, long long sy1, long long sb)
 {
-    bias_fwd<float>(yb, bias, B, N, relu, sy0, sy1, sb);
+    bias_fwd<REAL>(yb, bias, B, N, relu, sy0, sy1, sb);
 }
 
-extern "C" __global__ void npdlrm_bias_fwd_f64(
-    double* yb, const double* bias, long long B, long long N, long long relu,
-    long long sy0, long long sy1, long long sb)
-{
-    bias_fwd<double>(yb, bias, B, N, relu, sy0, sy1, sb);
-}
-
-extern "C" __global__ void npdlrm_colsum_chunk_f32(
-    float* partial, float* dy, const float* yr, long long B, long long N, long long nchunks,
+extern "C" __global__ void npdlrm_colsum_chunk_SFX(
+    REAL* partial, REAL* dy, const REAL* yr, long long B, long long N, long long nchunks,
     long long chunk, long long relu, long long sd0, long long sd1, long long sy0,
     long long sy1)
 {
-    colsum_chunk<float>(partial, dy, yr, B, N, nchunks, chunk, relu, sd0, sd1, sy0, sy1);
+    colsum_chunk<REAL>(partial, dy, yr, B, N, nchunks, chunk, relu, sd0, sd1, sy0, sy1);
 }
 
-extern "C" __global__ void npdlrm_colsum_chunk_f64(
-    double* partial, double* dy, const double* yr, long long B, long long N,
-    long long nchunks, long long chunk, long long relu, long long sd0, long long sd1,
-    long long sy0, long long sy1)
+extern "C" __global__ void npdlrm_colsum_combine_SFX(
+    REAL* dbias, const REAL* partial, long long nchunks, long long N, long long sb)
 {
-    colsum_chunk<double>(partial, dy, yr, B, N, nchunks, chunk, relu, sd0, sd1, sy0, sy1);
+    colsum_combine<REAL>(dbias, partial, nchunks, N, sb);
 }
 
-extern "C" __global__ void npdlrm_colsum_combine_f32(
-    float* dbias, const float* partial, long long nchunks, long long N, long long sb)
+extern "C" __global__ void npdlrm_pw_leaves_SFX(
+    REAL* partial, const REAL* col, long long n, long long levels, long long sx)
 {
-    colsum_combine<float>(dbias, partial, nchunks, N, sb);
+    pw_leaves<REAL>(partial, col, n, levels, sx);
 }
 
-extern "C" __global__ void npdlrm_colsum_combine_f64(
-    double* dbias, const double* partial, long long nchunks, long long N, long long sb)
+extern "C" __global__ void npdlrm_pw_combine_SFX(
+    REAL* dbias, const REAL* partial, long long n, long long levels)
 {
-    colsum_combine<double>(dbias, partial, nchunks, N, sb);
-}
-extern "C" __global__ void npdlrm_pw_leaves_f32(
-    float* partial, const float* col, long long n, long long levels, long long sx)
-{
-    pw_leaves<float>(partial, col, n, levels, sx);
-}
-
-extern "C" __global__ void npdlrm_pw_leaves_f64(
-    double* partial, const double* col, long long n, long long levels, long long sx)
-{
-    pw_leaves<double>(partial, col, n, levels, sx);
-}
-
-extern "C" __global__ void npdlrm_pw_combine_f32(
-    float* dbias, const float* partial, long long n, long long levels)
-{
-    pw_combine<float>(dbias, partial, n, levels);
-}
-
-extern "C" __global__ void npdlrm_pw_combine_f64(
-    double* dbias, const double* partial, long long n, long long levels)
-{
-    pw_combine<double>(dbias, partial, n, levels);
+    pw_combine<REAL>(dbias, partial, n, levels);
 }
 '''
+
+SOURCE = _DEVICE + _module.for_each_dtype(WRAPPERS)
 
 
 def _bias(y, bias, relu):

@@ -76,7 +76,7 @@ __device__ void npdlrm_coalesce(long long* keys, long long* doff, T* coef,
 }
 '''
 
-SOURCE = DEVICE + SEGMENT + r'''
+_BAG_DEVICE = r'''
 // out: (B, D) strides (so0, so1)  w: (V, D)  offsets: (B + 1,)
 template <typename T>
 __device__ void npdlrm_bag_fwd(T* out, const T* w, const long long* indices,
@@ -103,55 +103,36 @@ __device__ void npdlrm_bag_grad(T* values, const long long* sstart, const long l
     long long d = i - u * D;
     values[i] = npdlrm_segment_sum<T>(sdoff, scoef, dout, sstart[u], sstart[u + 1], d);
 }
+'''
 
-extern "C" __global__ void npdlrm_embedding_bag_fwd_f32(
-    float* out, const float* w, const long long* indices, const long long* offsets,
-    const float* psw, int has_w, int mean, long long B, long long D, long long so0,
+# The extern "C" kernels, written once (REAL, _SFX) for both dtypes.
+WRAPPERS = r'''
+extern "C" __global__ void npdlrm_embedding_bag_fwd_SFX(
+    REAL* out, const REAL* w, const long long* indices, const long long* offsets,
+    const REAL* psw, int has_w, int mean, long long B, long long D, long long so0,
     long long so1)
 {
-    npdlrm_bag_fwd<float>(out, w, indices, offsets, psw, has_w, mean, B, D, so0, so1);
+    npdlrm_bag_fwd<REAL>(out, w, indices, offsets, psw, has_w, mean, B, D, so0, so1);
 }
 
-extern "C" __global__ void npdlrm_embedding_bag_fwd_f64(
-    double* out, const double* w, const long long* indices, const long long* offsets,
-    const double* psw, int has_w, int mean, long long B, long long D, long long so0,
-    long long so1)
-{
-    npdlrm_bag_fwd<double>(out, w, indices, offsets, psw, has_w, mean, B, D, so0, so1);
-}
-
-extern "C" __global__ void npdlrm_embedding_coalesce_f32(
-    long long* keys, long long* doff, float* coef, const long long* indices,
-    const long long* offsets, const long long* row_base, const float* psw, int has_w,
+extern "C" __global__ void npdlrm_embedding_coalesce_SFX(
+    long long* keys, long long* doff, REAL* coef, const long long* indices,
+    const long long* offsets, const long long* row_base, const REAL* psw, int has_w,
     int mean, long long B, long long ntab, long long nnz, long long dsb, long long dst)
 {
-    npdlrm_coalesce<float>(keys, doff, coef, indices, offsets, row_base, psw, has_w, mean,
-                           B, ntab, nnz, dsb, dst);
+    npdlrm_coalesce<REAL>(keys, doff, coef, indices, offsets, row_base, psw, has_w, mean,
+                          B, ntab, nnz, dsb, dst);
 }
 
-extern "C" __global__ void npdlrm_embedding_coalesce_f64(
-    long long* keys, long long* doff, double* coef, const long long* indices,
-    const long long* offsets, const long long* row_base, const double* psw, int has_w,
-    int mean, long long B, long long ntab, long long nnz, long long dsb, long long dst)
+extern "C" __global__ void npdlrm_embedding_bag_grad_SFX(
+    REAL* values, const long long* sstart, const long long* sdoff, const REAL* scoef,
+    const REAL* dout, long long U, long long D)
 {
-    npdlrm_coalesce<double>(keys, doff, coef, indices, offsets, row_base, psw, has_w, mean,
-                            B, ntab, nnz, dsb, dst);
-}
-
-extern "C" __global__ void npdlrm_embedding_bag_grad_f32(
-    float* values, const long long* sstart, const long long* sdoff, const float* scoef,
-    const float* dout, long long U, long long D)
-{
-    npdlrm_bag_grad<float>(values, sstart, sdoff, scoef, dout, U, D);
-}
-
-extern "C" __global__ void npdlrm_embedding_bag_grad_f64(
-    double* values, const long long* sstart, const long long* sdoff, const double* scoef,
-    const double* dout, long long U, long long D)
-{
-    npdlrm_bag_grad<double>(values, sstart, sdoff, scoef, dout, U, D);
+    npdlrm_bag_grad<REAL>(values, sstart, sdoff, scoef, dout, U, D);
 }
 '''
+
+SOURCE = DEVICE + SEGMENT + _BAG_DEVICE + _module.for_each_dtype(WRAPPERS)
 
 
 # --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from .embedding_bag import (DEVICE, dout_arg, element_strides, index_arrays, int
                             weights_arg)
 from .embedding_update import KINDS, update_tables
 
-SOURCE = DEVICE + r'''
+_DEVICE = r'''
 // out: (B, T, D) strides (so0, so1, so2)  wptrs: (T,) addresses of (V_t, D) C-contiguous
 // offsets: (T, B + 1)
 template <typename T>
@@ -36,25 +36,21 @@ __device__ void npdlrm_bags_fwd(T* out, const long long* wptrs, const long long*
     out[b * so0 + t * so1 + d * so2] = npdlrm_pool<T>(w, indices, psw, has_w, mean, off[0],
                                                       off[1], D, d);
 }
+'''
 
-extern "C" __global__ void npdlrm_embedding_bags_fwd_f32(
-    float* out, const long long* wptrs, const long long* indices, const long long* offsets,
-    const float* psw, int has_w, int mean, long long B, long long ntab, long long D,
+# The extern "C" kernels, written once (REAL, _SFX) for both dtypes.
+WRAPPERS = r'''
+extern "C" __global__ void npdlrm_embedding_bags_fwd_SFX(
+    REAL* out, const long long* wptrs, const long long* indices, const long long* offsets,
+    const REAL* psw, int has_w, int mean, long long B, long long ntab, long long D,
     long long so0, long long so1, long long so2)
 {
-    npdlrm_bags_fwd<float>(out, wptrs, indices, offsets, psw, has_w, mean, B, ntab, D, so0,
-                           so1, so2);
-}
-
-extern "C" __global__ void npdlrm_embedding_bags_fwd_f64(
-    double* out, const long long* wptrs, const long long* indices, const long long* offsets,
-    const double* psw, int has_w, int mean, long long B, long long ntab, long long D,
-    long long so0, long long so1, long long so2)
-{
-    npdlrm_bags_fwd<double>(out, wptrs, indices, offsets, psw, has_w, mean, B, ntab, D, so0,
-                            so1, so2);
+    npdlrm_bags_fwd<REAL>(out, wptrs, indices, offsets, psw, has_w, mean, B, ntab, D, so0,
+                          so1, so2);
 }
 '''
+
+SOURCE = DEVICE + _DEVICE + _module.for_each_dtype(WRAPPERS)
 
 
 def _check_weights(weights, D, dtype):

@@ -61,7 +61,7 @@ __device__ T npdlrm_segment_sum(const long long* sdoff, const T* scoef, const T*
 }
 '''
 
-SOURCE = r'''
+_DEVICE = r'''
 // keys (nnz,) sorted, key = global_row * nnz + position; doff, coef (nnz,) by position.
 // Out, by sorted position t: srow, sdoff, scoef (nnz,), flag (nnz,) 1 at segment starts.
 template <typename T>
@@ -89,34 +89,26 @@ __device__ void npdlrm_seg_starts(long long* sstart, const long long* cs, long l
     long long c = cs[t];
     if (t == 0 || cs[t - 1] != c) sstart[c - 1] = t;
 }
+'''
 
-extern "C" __global__ void npdlrm_segment_gather_f32(
-    long long* srow, long long* sdoff, float* scoef, long long* flag, const long long* keys,
-    const long long* doff, const float* coef, long long nnz)
+# The extern "C" kernels, written once (REAL, _SFX) for both dtypes.
+WRAPPERS = r'''
+extern "C" __global__ void npdlrm_segment_gather_SFX(
+    long long* srow, long long* sdoff, REAL* scoef, long long* flag, const long long* keys,
+    const long long* doff, const REAL* coef, long long nnz)
 {
-    npdlrm_seg_gather<float>(srow, sdoff, scoef, flag, keys, doff, coef, nnz);
-}
-
-extern "C" __global__ void npdlrm_segment_gather_f64(
-    long long* srow, long long* sdoff, double* scoef, long long* flag, const long long* keys,
-    const long long* doff, const double* coef, long long nnz)
-{
-    npdlrm_seg_gather<double>(srow, sdoff, scoef, flag, keys, doff, coef, nnz);
+    npdlrm_seg_gather<REAL>(srow, sdoff, scoef, flag, keys, doff, coef, nnz);
 }
 
 // (dtype-free; one per suffix, as every npdlrm kernel)
-extern "C" __global__ void npdlrm_segment_starts_f32(long long* sstart, const long long* cs,
-                                                     long long nnz)
-{
-    npdlrm_seg_starts(sstart, cs, nnz);
-}
-
-extern "C" __global__ void npdlrm_segment_starts_f64(long long* sstart, const long long* cs,
+extern "C" __global__ void npdlrm_segment_starts_SFX(long long* sstart, const long long* cs,
                                                      long long nnz)
 {
     npdlrm_seg_starts(sstart, cs, nnz);
 }
 '''
+
+SOURCE = _DEVICE + _module.for_each_dtype(WRAPPERS)
 
 # nb: the bound on the number of segments (sstart has nb + 1 entries); sstart (nb + 1,);
 # srow, sdoff (nnz,) int64 and scoef (nnz,) by sorted position; count (nnz,) the

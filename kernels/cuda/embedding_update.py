@@ -41,7 +41,7 @@ ADAGRAD = 1
 ROWWISE_ADAGRAD = 2
 KINDS = {"sgd": SGD, "adagrad": ADAGRAD, "rwsadagrad": ROWWISE_ADAGRAD}
 
-SOURCE = SEGMENT + r'''
+_DEVICE = r'''
 __device__ __forceinline__ float npdlrm_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double npdlrm_sqrt(double x) { return sqrt(x); }
 
@@ -145,59 +145,38 @@ __device__ void npdlrm_rw_step(const T* G, const long long* sstart, const long l
     T den = npdlrm_sqrt(v) + eps;
     for (long long c = 0; c < D; ++c) w[c] -= lr * (g[c] / den);
 }
+'''
 
-extern "C" __global__ void npdlrm_embedding_update_f32(
+# The extern "C" kernels, written once (REAL, _SFX) for both dtypes.
+WRAPPERS = r'''
+extern "C" __global__ void npdlrm_embedding_update_SFX(
     int opt, const long long* sstart, const long long* srow, const long long* sdoff,
-    const float* scoef, const float* dout, const long long* row_base, const long long* wptrs,
+    const REAL* scoef, const REAL* dout, const long long* row_base, const long long* wptrs,
     const long long* sptrs, long long ntab, long long nb, long long nnz, long long D,
-    float lr, float eps)
+    REAL lr, REAL eps)
 {
-    npdlrm_update<float>(opt, sstart, srow, sdoff, scoef, dout, row_base, wptrs, sptrs, ntab,
-                       nb, nnz, D, lr, eps);
+    npdlrm_update<REAL>(opt, sstart, srow, sdoff, scoef, dout, row_base, wptrs, sptrs, ntab,
+                        nb, nnz, D, lr, eps);
 }
 
-extern "C" __global__ void npdlrm_rowwise_grad_f32(
-    float* G, const long long* sstart, const long long* srow, const long long* sdoff,
-    const float* scoef, const float* dout, const long long* row_base, long long ntab,
+extern "C" __global__ void npdlrm_rowwise_grad_SFX(
+    REAL* G, const long long* sstart, const long long* srow, const long long* sdoff,
+    const REAL* scoef, const REAL* dout, const long long* row_base, long long ntab,
     long long nb, long long nnz, long long D)
 {
-    npdlrm_rw_grad<float>(G, sstart, srow, sdoff, scoef, dout, row_base, ntab, nb, nnz, D);
+    npdlrm_rw_grad<REAL>(G, sstart, srow, sdoff, scoef, dout, row_base, ntab, nb, nnz, D);
 }
 
-extern "C" __global__ void npdlrm_rowwise_step_f32(
-    const float* G, const long long* sstart, const long long* srow, const long long* row_base,
+extern "C" __global__ void npdlrm_rowwise_step_SFX(
+    const REAL* G, const long long* sstart, const long long* srow, const long long* row_base,
     const long long* wptrs, const long long* sptrs, long long ntab, long long nb,
-    long long nnz, long long D, float lr, float eps)
+    long long nnz, long long D, REAL lr, REAL eps)
 {
-    npdlrm_rw_step<float>(G, sstart, srow, row_base, wptrs, sptrs, ntab, nb, nnz, D, lr, eps);
-}
-
-extern "C" __global__ void npdlrm_embedding_update_f64(
-    int opt, const long long* sstart, const long long* srow, const long long* sdoff,
-    const double* scoef, const double* dout, const long long* row_base, const long long* wptrs,
-    const long long* sptrs, long long ntab, long long nb, long long nnz, long long D,
-    double lr, double eps)
-{
-    npdlrm_update<double>(opt, sstart, srow, sdoff, scoef, dout, row_base, wptrs, sptrs, ntab,
-                       nb, nnz, D, lr, eps);
-}
-
-extern "C" __global__ void npdlrm_rowwise_grad_f64(
-    double* G, const long long* sstart, const long long* srow, const long long* sdoff,
-    const double* scoef, const double* dout, const long long* row_base, long long ntab,
-    long long nb, long long nnz, long long D)
-{
-    npdlrm_rw_grad<double>(G, sstart, srow, sdoff, scoef, dout, row_base, ntab, nb, nnz, D);
-}
-
-extern "C" __global__ void npdlrm_rowwise_step_f64(
-    const double* G, const long long* sstart, const long long* srow, const long long* row_base,
-    const long long* wptrs, const long long* sptrs, long long ntab, long long nb,
-    long long nnz, long long D, double lr, double eps)
-{
-    npdlrm_rw_step<double>(G, sstart, srow, row_base, wptrs, sptrs, ntab, nb, nnz, D, lr, eps);
+    npdlrm_rw_step<REAL>(G, sstart, srow, row_base, wptrs, sptrs, ntab, nb, nnz, D, lr, eps);
 }
 '''
+
+SOURCE = SEGMENT + _DEVICE + _module.for_each_dtype(WRAPPERS)
 
 
 def _check_table(name, a, shape, dtype):

@@ -22,7 +22,7 @@ import numpy as np
 from ..pairs import num_pairs
 from . import _module
 
-SOURCE = r'''
+_DEVICE = r'''
 // Column where row i of the pairs starts: sum over k < i of (k + s).
 __device__ __forceinline__ long long npdlrm_pair_off(long long i, long long s)
 {
@@ -102,37 +102,27 @@ __device__ void dot_bwd(T* dt, const T* dout, const T* tin, long long B, long lo
     }
     dt[b * sg0 + i * sg1 + d * sg2] = acc;
 }
+'''
 
-extern "C" __global__ void npdlrm_dot_fwd_f32(
-    float* out, const float* tin, long long B, long long F, long long D, long long P,
+# The extern "C" kernels, written once (REAL, _SFX) for both dtypes.
+WRAPPERS = r'''
+extern "C" __global__ void npdlrm_dot_fwd_SFX(
+    REAL* out, const REAL* tin, long long B, long long F, long long D, long long P,
     long long s, long long so0, long long so1, long long st0, long long st1, long long st2)
 {
-    dot_fwd<float>(out, tin, B, F, D, P, s, so0, so1, st0, st1, st2);
+    dot_fwd<REAL>(out, tin, B, F, D, P, s, so0, so1, st0, st1, st2);
 }
 
-extern "C" __global__ void npdlrm_dot_fwd_f64(
-    double* out, const double* tin, long long B, long long F, long long D, long long P,
-    long long s, long long so0, long long so1, long long st0, long long st1, long long st2)
-{
-    dot_fwd<double>(out, tin, B, F, D, P, s, so0, so1, st0, st1, st2);
-}
-
-extern "C" __global__ void npdlrm_dot_bwd_f32(
-    float* dt, const float* dout, const float* tin, long long B, long long F, long long D,
+extern "C" __global__ void npdlrm_dot_bwd_SFX(
+    REAL* dt, const REAL* dout, const REAL* tin, long long B, long long F, long long D,
     long long s, long long sg0, long long sg1, long long sg2, long long sd0, long long sd1,
     long long st0, long long st1, long long st2)
 {
-    dot_bwd<float>(dt, dout, tin, B, F, D, s, sg0, sg1, sg2, sd0, sd1, st0, st1, st2);
-}
-
-extern "C" __global__ void npdlrm_dot_bwd_f64(
-    double* dt, const double* dout, const double* tin, long long B, long long F, long long D,
-    long long s, long long sg0, long long sg1, long long sg2, long long sd0, long long sd1,
-    long long st0, long long st1, long long st2)
-{
-    dot_bwd<double>(dt, dout, tin, B, F, D, s, sg0, sg1, sg2, sd0, sd1, st0, st1, st2);
+    dot_bwd<REAL>(dt, dout, tin, B, F, D, s, sg0, sg1, sg2, sd0, sd1, st0, st1, st2);
 }
 '''
+
+SOURCE = _DEVICE + _module.for_each_dtype(WRAPPERS)
 
 
 def elem_strides(a):
