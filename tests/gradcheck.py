@@ -21,32 +21,12 @@ TOL = 1e-6
 def numeric_grad(f, x, eps=EPS, entries=None):
     """Central differences of the scalar f() wrt the array x (float64, modified in place
     and restored bitwise).  entries: None for every entry, else flat indices to check;
-    returns an array shaped like x (NaN where not checked)."""
+    returns an array shaped like x (NaN where not checked). On the GPU the perturbed
+    values are written from a host copy of x, so they are the same bits as on the CPU."""
     assert x.dtype == np.float64, "gradient checks run in float64"
-    if backend.device_of(x) == "gpu":
-        return _numeric_grad_on_gpu(f, x, eps, entries)
-    flat = x.reshape(-1)
-    assert np.shares_memory(flat, x), "x must be perturbable in place"
-    out = np.full(x.size, np.nan)
-    todo = range(x.size) if entries is None else entries
-    for i in todo:
-        orig = flat[i]
-        flat[i] = orig + eps
-        fp = float(f())
-        flat[i] = orig - eps
-        fm = float(f())
-        flat[i] = orig
-        out[i] = (fp - fm) / (2 * eps)
-    return out.reshape(x.shape)
-
-
-def _numeric_grad_on_gpu(f, x, eps, entries):
-    """numeric_grad for a CuPy array x: the same perturbations, written into x on the
-    device from a host copy of its values (so the perturbed values are the same bits)."""
-    assert x.flags.c_contiguous, "x must be perturbable in place"
     flat = x.reshape(-1)
     assert shares_memory(flat, x), "x must be perturbable in place"
-    values = backend.to_host(flat)
+    values = np.array(backend.to_host(flat))  # a copy, on the host
     out = np.full(x.size, np.nan)
     todo = range(x.size) if entries is None else entries
     for i in todo:

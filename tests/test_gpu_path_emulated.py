@@ -82,3 +82,23 @@ def test_predict_and_float64_gradients_on_the_gpu_path(monkeypatch):
             np.testing.assert_array_equal(backend.to_host(a.rows), v.rows)
             a, v = a.values, v.values
         np.testing.assert_array_equal(backend.to_host(a), v, err_msg=name)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "rwsadagrad"])
+def test_gradient_accumulation_on_the_gpu_path_is_bitwise_the_cpu_path(monkeypatch, opt):
+    from npdlrm.grad_accum import GradientAccumulator
+    batches = _batches(4, seed=5, weights=True)
+
+    def run():
+        model = DLRM.from_arch(**ARCH)
+        acc, o = GradientAccumulator(model, 2), Optimizer(opt, lr=0.1)
+        losses = [acc.train_step(d, i, off, y, o, per_sample_weights=w)
+                  for d, i, off, y, w in batches]
+        return losses, {k: backend.to_host(v).copy() for k, v in model.state_dict().items()}
+    cpu_losses, cpu_params = run()
+    calls = _gpu_path(monkeypatch)
+    gpu_losses, gpu_params = run()
+    assert calls
+    assert gpu_losses == cpu_losses
+    for name in cpu_params:
+        np.testing.assert_array_equal(gpu_params[name], cpu_params[name], err_msg=name)
