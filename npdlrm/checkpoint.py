@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_h5, partial_path
-from .backend import to_host
+from .backend import check_device, to_host
 from .checkpoint_format import DENSE_STATE_KEYS, FORMAT, FORMAT_VERSION, SHARDED
 from .checkpoint_checks import CHECKSUM_ATTR, array_crc32, sparse_state_kind
 from .checkpoint_reader import Piece, StoredCheckpoint
@@ -225,9 +225,14 @@ def load_checkpoint(path, model=None, optimizer=None, with_optimizer=True, verif
         config = DLRMConfig.from_dict(stored.config)
         if model is None:
             model = DLRM(config, init="none")
-        target = device or model.device
+            target = check_device(device or "cpu")
+        else:
+            target = model.device
+            if device is not None and check_device(device) != target:
+                raise ValueError(f"device={device!r}, but the given model is on {target!r} "
+                                 f"(move it with model.to)")
         if target == "gpu":
-            model._check_gpu_support()
+            model.check_gpu_support()
         optimizer = stored.check(model, optimizer, with_optimizer, verify)
         model.to("cpu")
         try:

@@ -115,7 +115,10 @@ class EmbeddingTable:
 
     def to(self, xp, move):
         """Move the weights and optimizer state with `move` (array -> array on xp's
-        device); a table in a memory-mapped file stays on the CPU."""
+        device); a table in a memory-mapped file stays on the CPU. A table already on
+        xp's device is left as it is."""
+        if (backend.device_of(self.weight) == "cpu") == (xp is np):
+            return
         if xp is not np and (isinstance(self.weight, np.memmap) or self.new_state is not np.zeros):
             raise ValueError(f"{self.name}: a memory-mapped table cannot move to the GPU")
         self.weight = move(self.weight)

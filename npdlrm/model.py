@@ -43,7 +43,7 @@ class DLRM:
         dtype = np.dtype(config.dtype)
         variants = config.has_embedding_variants
         if device == "gpu":
-            self._check_gpu_support(shards)
+            self.check_gpu_support(shards)
         if variants and shards is not None:
             raise ValueError("quotient-remainder, mixed-dimension and learned-weight tables "
                              "cannot be sharded")
@@ -69,8 +69,9 @@ class DLRM:
         if device != "cpu":
             self.to(device)
 
-    def _check_gpu_support(self, shards=None):
-        """ValueError naming what the GPU path does not run (yet)."""
+    def check_gpu_support(self, shards=None):
+        """ValueError naming what the GPU path does not run (yet); RuntimeError with the
+        reason when no GPU is usable."""
         if self.config.has_embedding_variants:
             raise ValueError("quotient-remainder, mixed-dimension and learned-weight tables "
                              "run on the CPU only (the GPU path has plain tables)")
@@ -85,7 +86,17 @@ class DLRM:
         if device == self.device:
             return self
         if device == "gpu":
-            self._check_gpu_support()
+            self.check_gpu_support()
+        try:
+            self._move(device)
+        except BaseException:  # e.g. out of GPU memory: what had moved comes back
+            self._move(self.device)
+            raise
+        self.device = device
+        return self
+
+    def _move(self, device):
+        """Every array onto `device` (arrays already there stay as they are)."""
         xp = backend.array_module(device)
 
         def move(a):
@@ -97,8 +108,6 @@ class DLRM:
         self.ws = Workspace(dtype, xp)
         self.bottom.ws, self.top.ws = Workspace(dtype, xp), Workspace(dtype, xp)
         self.interaction.ws = None
-        self.device = device
-        return self
 
     @property
     def xp(self):

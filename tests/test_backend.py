@@ -135,3 +135,35 @@ def test_packed_bags_hold_every_table_back_to_back():
         np.testing.assert_array_equal(p.offsets[k], b.offsets[k])
     assert p.per_sample_weights[1] is None
     assert b.to_device("cpu") is b
+
+
+def test_a_failed_move_leaves_the_model_where_it_was(monkeypatch):
+    """A move that fails half-way (here: at the second table, after the MLP parameters
+    moved) brings back what had moved. NumPy stands in for the GPU's module, and a
+    subclass of ndarray marks the arrays that were moved."""
+    from npdlrm.embedding import EmbeddingTable
+    m = DLRM.from_arch("4-8-4", "8-1", "10-20", 4)
+    before = {k: np.array(v) for k, v in m.state_dict().items()}
+    class Moved(np.ndarray):
+        pass
+
+    calls = []
+    real_to = EmbeddingTable.to
+
+    def to(self, xp, move):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise MemoryError("out of device memory")
+        real_to(self, xp, move)
+    monkeypatch.setattr(EmbeddingTable, "to", to)
+    monkeypatch.setattr(backend, "array_module", lambda device: np)
+    monkeypatch.setattr(backend, "cupy_module", lambda: np)
+    monkeypatch.setattr(backend, "to_device",
+                        lambda a, device: a.view(Moved) if device == "gpu" else np.asarray(a))
+    with pytest.raises(MemoryError):
+        m.to("gpu")
+    assert m.device == "cpu"
+    assert type(m.params.data) is np.ndarray
+    assert all(type(t.weight) is np.ndarray for t in m.embeddings.tables)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
