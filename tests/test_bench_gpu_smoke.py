@@ -35,3 +35,12 @@ def test_gpu_check_without_a_gpu_says_nothing_was_checked(tmp_path):
                           capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
     assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
     assert "nothing was checked on a GPU" in done.stdout + log.read_text()
+
+
+def test_launch_count_script_counts_the_step_s_kernels():
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_launches.py"),
+                           "--optimizer", "rwsadagrad", "--batch", "16"],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "npdlrm_embedding_bags_fwd" in done.stdout
+    assert "npdlrm_rowwise_step" in done.stdout
