@@ -5,6 +5,7 @@ kernels of `npdlrm.kernels.cuda`). This is the only file that imports CuPy, and 
 when a GPU is asked for: npdlrm imports and runs fully without CuPy or a GPU.
 """
 import functools
+import importlib
 import os
 
 import numpy as np
@@ -21,7 +22,11 @@ def check_device(device):
 
 
 def _is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
+    t = type(a)
+    if t is np.ndarray:  # the CPU's hot path: dispatch runs at every layer call
+        return False
+    m = t.__module__
+    return m == "cupy" or m.startswith("cupy.")
 
 
 def get_array_module(*arrays):
@@ -85,11 +90,15 @@ def array_module(device):
 
 def kernels(*arrays):
     """The kernel home of the arrays' device: npdlrm.kernels.cuda or npdlrm.kernels.cpu."""
-    if any(_is_cupy(a) for a in arrays):
-        from .kernels import cuda
-        return cuda
-    from .kernels import cpu
-    return cpu
+    for a in arrays:
+        if _is_cupy(a):
+            return _kernel_home("cuda")
+    return _kernel_home("cpu")
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_home(name):
+    return importlib.import_module(f"{__package__}.kernels.{name}")
 
 
 def to_device(a, device):
